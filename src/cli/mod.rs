@@ -1,0 +1,91 @@
+//! Command-line front end: argument parsing and the commands. Results go to stdout,
+//! diagnostics to stderr.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "classtune", version, about = "Fine-tune and run small LLMs on your own GPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Architecture, parameters, tensor types and memory needs of a GGUF model.
+    Info {
+        #[arg(long)]
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate a completion (only the completion goes to stdout).
+    Generate {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        /// Wrap the prompt as a user turn with the model's chat template.
+        #[arg(long)]
+        chat: bool,
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 40)]
+        top_k: u32,
+        #[arg(long, default_value_t = 0.95)]
+        top_p: f32,
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Mean negative log-likelihood of a text file under the model, as JSON.
+    Score {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        /// Tokens per scoring window.
+        #[arg(long, default_value_t = 512)]
+        seq_len: usize,
+    },
+}
+
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = pollster::block_on(async {
+        match cli.command {
+            Command::Info { model, json } => commands::info(&model, json).await,
+            Command::Generate { model, prompt, chat, max_tokens, temperature, top_k, top_p, repetition_penalty, seed } => {
+                let options = classtune::model::GenerateOptions {
+                    max_tokens,
+                    temperature,
+                    top_k,
+                    top_p,
+                    repetition_penalty,
+                    seed,
+                    stop: Vec::new(),
+                };
+                commands::generate(&model, &prompt, chat, options).await
+            }
+            Command::Score { model, data, seq_len } => commands::score(&model, &data, seq_len).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

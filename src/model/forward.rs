@@ -1,0 +1,206 @@
+//! The forward pass: embedding, blocks of (RMSNorm, attention with RoPE and a KV
+//! cache, residual, RMSNorm, SwiGLU MLP, residual), final norm, lm_head in vocab chunks.
+
+use crate::gpu::{Batch, Buffer, Gpu};
+use crate::kernels::{add, attention, matmul, rmsnorm, rope, swiglu};
+
+use super::{Arch, Config, Model, ModelError};
+
+/// Past keys and values of every layer, f32 [capacity, kv_dim] each.
+pub struct KvCache {
+    k: Vec<Buffer>,
+    v: Vec<Buffer>,
+    capacity: usize,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(gpu: &Gpu, config: &Config, capacity: usize) -> Result<KvCache, ModelError> {
+        let capacity = capacity.min(config.context).max(1);
+        let bytes = (capacity * config.kv_dim() * 4) as u64;
+        let mut k = Vec::with_capacity(config.n_layers);
+        let mut v = Vec::with_capacity(config.n_layers);
+        for i in 0..config.n_layers {
+            k.push(gpu.buffer(&format!("kv.{i}.k"), bytes)?);
+            v.push(gpu.buffer(&format!("kv.{i}.v"), bytes)?);
+        }
+        Ok(KvCache { k, v, capacity, len: 0 })
+    }
+    /// Tokens held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+    /// Forgets everything after the first `len` tokens (e.g. to start a new prompt).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+}
+
+/// Scratch activations for one call over `tokens` positions.
+struct Activations {
+    x: Buffer,
+    xn: Buffer,
+    q: Buffer,
+    k: Buffer,
+    v: Buffer,
+    att: Buffer,
+    tmp: Buffer,
+    gate: Buffer,
+    up: Buffer,
+    rstd: Buffer,
+    lse: Buffer,
+    ids: Buffer,
+    pos: Buffer,
+}
+
+impl Activations {
+    fn new(gpu: &Gpu, c: &Config, t: usize) -> Result<Activations, ModelError> {
+        let f = |label: &str, n: usize| gpu.scratch(label, (n * 4) as u64);
+        Ok(Activations {
+            x: f("x", t * c.hidden)?,
+            xn: f("xn", t * c.hidden)?,
+            q: f("q", t * c.q_dim())?,
+            k: f("k", t * c.kv_dim())?,
+            v: f("v", t * c.kv_dim())?,
+            att: f("att", t * c.q_dim())?,
+            tmp: f("tmp", t * c.hidden)?,
+            gate: f("gate", t * c.ffn)?,
+            up: f("up", t * c.ffn)?,
+            rstd: f("rstd", t)?,
+            lse: f("lse", t * c.n_heads)?,
+            ids: f("ids", t)?,
+            pos: f("pos", t)?,
+        })
+    }
+}
+
+impl Model {
+    fn rope_style(&self) -> rope::RopeStyle {
+        match self.config.arch {
+            Arch::Llama => rope::RopeStyle::Interleaved,
+            Arch::Qwen2 => rope::RopeStyle::Neox,
+        }
+    }
+
+    /// Runs `tokens` after the cache's contents, appends their keys and values, and
+    /// leaves the final-normed hidden states [tokens, hidden] in `act.xn`.
+    async fn run(&self, gpu: &Gpu, cache: &mut KvCache, tokens: &[u32]) -> Result<Activations, ModelError> {
+        let c = &self.config;
+        let t = tokens.len();
+        if t == 0 {
+            return Err(ModelError::Empty);
+        }
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= c.vocab) {
+            return Err(ModelError::BadToken { id, vocab: c.vocab });
+        }
+        let past = cache.len;
+        if past + t > cache.capacity {
+            return Err(ModelError::ContextFull { tokens: t, used: past, capacity: cache.capacity });
+        }
+        let a = Activations::new(gpu, c, t)?;
+        let positions: Vec<u32> = (past..past + t).map(|p| p as u32).collect();
+        gpu.write(&a.ids, 0, bytemuck::cast_slice(tokens))?;
+        gpu.write(&a.pos, 0, bytemuck::cast_slice(&positions))?;
+        let (tt, d) = (t as u32, c.hidden as u32);
+        let kv_row = (c.kv_dim() * 4) as u64;
+        let mut batch = gpu.batch();
+        matmul::embedding(&mut batch, &self.embed, &a.ids, &a.x, tt).await?;
+        for (i, l) in self.layers.iter().enumerate() {
+            rmsnorm::rmsnorm_forward(&mut batch, &a.x, &l.attn_norm, &a.xn, &a.rstd, tt, d, c.rms_eps).await?;
+            matmul::matmul(&mut batch, &a.xn, &l.wq, l.bq.as_ref(), &a.q, tt).await?;
+            matmul::matmul(&mut batch, &a.xn, &l.wk, l.bk.as_ref(), &a.k, tt).await?;
+            matmul::matmul(&mut batch, &a.xn, &l.wv, l.bv.as_ref(), &a.v, tt).await?;
+            self.rope(&mut batch, &a.q, &a.pos, tt, c.n_heads).await?;
+            self.rope(&mut batch, &a.k, &a.pos, tt, c.n_kv_heads).await?;
+            batch.copy(&a.k, 0, &cache.k[i], past as u64 * kv_row, t as u64 * kv_row)?;
+            batch.copy(&a.v, 0, &cache.v[i], past as u64 * kv_row, t as u64 * kv_row)?;
+            attention::attention_forward(
+                &mut batch,
+                &a.q,
+                &cache.k[i],
+                &cache.v[i],
+                &a.att,
+                &a.lse,
+                attention::AttentionShape {
+                    tokens: tt,
+                    past: past as u32,
+                    heads: c.n_heads as u32,
+                    kv_heads: c.n_kv_heads as u32,
+                    head_dim: c.head_dim as u32,
+                },
+            )
+            .await?;
+            matmul::matmul(&mut batch, &a.att, &l.wo, None, &a.tmp, tt).await?;
+            add::add_forward(&mut batch, &a.tmp, &a.x, tt * d).await?;
+            rmsnorm::rmsnorm_forward(&mut batch, &a.x, &l.ffn_norm, &a.xn, &a.rstd, tt, d, c.rms_eps).await?;
+            matmul::matmul(&mut batch, &a.xn, &l.gate, None, &a.gate, tt).await?;
+            matmul::matmul(&mut batch, &a.xn, &l.up, None, &a.up, tt).await?;
+            swiglu::swiglu_forward(&mut batch, &a.gate, &a.up, &a.gate, tt * c.ffn as u32).await?;
+            matmul::matmul(&mut batch, &a.gate, &l.down, None, &a.tmp, tt).await?;
+            add::add_forward(&mut batch, &a.tmp, &a.x, tt * d).await?;
+        }
+        rmsnorm::rmsnorm_forward(&mut batch, &a.x, &self.output_norm, &a.xn, &a.rstd, tt, d, c.rms_eps).await?;
+        batch.submit()?;
+        cache.len = past + t;
+        Ok(a)
+    }
+
+    async fn rope(&self, batch: &mut Batch<'_>, x: &Buffer, pos: &Buffer, t: u32, heads: usize) -> Result<(), ModelError> {
+        let c = &self.config;
+        rope::rope_forward(batch, x, pos, &self.inv_freq, t, heads as u32, c.head_dim as u32, self.rope_style()).await?;
+        Ok(())
+    }
+
+    /// Vocabulary rows per lm_head dispatch so that [tokens, chunk] logits stay within
+    /// one binding.
+    fn vocab_chunk(&self, gpu: &Gpu, tokens: usize) -> usize {
+        let limit = gpu.limits().max_storage_buffer_binding_size as usize / 4;
+        (limit / tokens.max(1)).clamp(1, 16384).min(self.config.vocab)
+    }
+
+    /// Logits of every position, [tokens × vocab] row-major, computed in vocab chunks so
+    /// no [tokens × vocab] tensor ever exists on the GPU.
+    pub async fn logits(&self, gpu: &Gpu, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let a = self.run(gpu, cache, tokens).await?;
+        let (t, vocab) = (tokens.len(), self.config.vocab);
+        let chunk = self.vocab_chunk(gpu, t);
+        let out = gpu.scratch("logits.chunk", (t * chunk * 4) as u64)?;
+        let mut logits = vec![0f32; t * vocab];
+        for start in (0..vocab).step_by(chunk) {
+            let rows = chunk.min(vocab - start);
+            let mut batch = gpu.batch();
+            matmul::matmul_rows(&mut batch, &a.xn, self.lm_head(), start as u32, rows as u32, &out, rows as u32, t as u32)
+                .await?;
+            batch.submit()?;
+            let part = gpu.read_f32_prefix(&out, t * rows).await?;
+            for (row, values) in part.chunks_exact(rows).enumerate() {
+                logits[row * vocab + start..row * vocab + start + rows].copy_from_slice(values);
+            }
+        }
+        Ok(logits)
+    }
+
+    /// Runs `tokens` and leaves the last position's logits [vocab] in `out` on the GPU.
+    pub async fn last_logits(&self, gpu: &Gpu, cache: &mut KvCache, tokens: &[u32], out: &Buffer) -> Result<(), ModelError> {
+        let a = self.run(gpu, cache, tokens).await?;
+        let (t, d, vocab) = (tokens.len(), self.config.hidden, self.config.vocab);
+        let last = gpu.scratch("last", (d * 4) as u64)?;
+        let chunk = self.vocab_chunk(gpu, 1);
+        let mut batch = gpu.batch();
+        batch.copy(&a.xn, ((t - 1) * d * 4) as u64, &last, 0, (d * 4) as u64)?;
+        for start in (0..vocab).step_by(chunk) {
+            let rows = chunk.min(vocab - start);
+            let slice = out.range((start * 4) as u64, (rows * 4) as u64);
+            matmul::matmul_rows_into(&mut batch, &last, self.lm_head(), start as u32, rows as u32, slice, rows as u32, 1)
+                .await?;
+        }
+        batch.submit()?;
+        Ok(())
+    }
+}
