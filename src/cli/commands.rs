@@ -9,7 +9,7 @@ use classtune::chat::{ChatTemplate, Message};
 use classtune::gguf::{Gguf, MappedFile, TensorSource};
 use classtune::gpu::{Gpu, GpuOptions};
 use classtune::model::{Config, GenerateOptions, Generator, KvCache, Model};
-use classtune::tokenizer::{StreamDecoder, Tokenizer};
+use classtune::tokenizer::Tokenizer;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -90,29 +90,38 @@ pub async fn generate(path: &Path, prompt: &str, chat: bool, mut options: Genera
         options.stop = template.stop_ids(&tokenizer);
         tokenizer.encode(&text, true)?
     } else {
-        options.stop = vec![tokenizer.eos_id()];
-        let mut ids = if tokenizer.add_bos() { vec![tokenizer.bos_id()] } else { Vec::new() };
-        ids.extend(tokenizer.encode(prompt, false)?);
-        ids
+        options.stop = tokenizer.eos_id().into_iter().collect();
+        with_bos(&tokenizer, tokenizer.encode(prompt, false)?)
     };
     let mut generator = Generator::new(&gpu, &model, CONTEXT)?;
-    let mut decoder = StreamDecoder::new(&tokenizer);
+    let mut decoder = tokenizer.stream_decoder();
     let mut stdout = std::io::stdout();
     let started = Instant::now();
     let mut first = None;
     let stop = options.stop.clone();
+    let mut decode_error = None;
     let (tokens, reason) = generator
         .generate(&gpu, &ids, &options, |id| {
             first.get_or_insert_with(Instant::now);
             if !stop.contains(&id) {
-                if let Some(text) = decoder.push(id) {
-                    let _ = stdout.write_all(text.as_bytes());
-                    let _ = stdout.flush();
+                match decoder.push(id) {
+                    Ok(Some(text)) => {
+                        let _ = stdout.write_all(text.as_bytes());
+                        let _ = stdout.flush();
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        decode_error.get_or_insert(error);
+                        return false;
+                    }
                 }
             }
             true
         })
         .await?;
+    if let Some(error) = decode_error {
+        return Err(error.into());
+    }
     if let Some(rest) = decoder.finish() {
         stdout.write_all(rest.as_bytes())?;
     }
@@ -138,8 +147,7 @@ pub async fn score(path: &Path, data: &Path, seq_len: usize) -> Result<()> {
         format!("{}: not UTF-8 text (invalid byte at offset {})", data.display(), e.utf8_error().valid_up_to())
     })?;
     let (gpu, model, tokenizer, _) = load(path).await?;
-    let mut ids = if tokenizer.add_bos() { vec![tokenizer.bos_id()] } else { Vec::new() };
-    ids.extend(tokenizer.encode(&text, false)?);
+    let ids = with_bos(&tokenizer, tokenizer.encode(&text, false)?);
     if ids.len() < 2 {
         return Err(format!("{}: fewer than two tokens to score", data.display()).into());
     }
@@ -172,6 +180,14 @@ pub async fn score(path: &Path, data: &Path, seq_len: usize) -> Result<()> {
         })
     );
     Ok(())
+}
+
+/// Prepends the beginning-of-sequence token where the model expects one.
+fn with_bos(tokenizer: &Tokenizer, ids: Vec<u32>) -> Vec<u32> {
+    match (tokenizer.add_bos(), tokenizer.bos_id()) {
+        (true, Some(bos)) => std::iter::once(bos).chain(ids).collect(),
+        _ => ids,
+    }
 }
 
 /// −log softmax(row)[target], in f64 for a stable sum.

@@ -53,6 +53,7 @@ struct Activations {
     tmp: Buffer,
     gate: Buffer,
     up: Buffer,
+    act: Buffer,
     rstd: Buffer,
     lse: Buffer,
     ids: Buffer,
@@ -72,6 +73,7 @@ impl Activations {
             tmp: f("tmp", t * c.hidden)?,
             gate: f("gate", t * c.ffn)?,
             up: f("up", t * c.ffn)?,
+            act: f("act", t * c.ffn)?,
             rstd: f("rstd", t)?,
             lse: f("lse", t * c.n_heads)?,
             ids: f("ids", t)?,
@@ -128,10 +130,10 @@ impl Model {
                 &a.att,
                 &a.lse,
                 attention::AttentionShape {
-                    tokens: tt,
-                    past: past as u32,
-                    heads: c.n_heads as u32,
-                    kv_heads: c.n_kv_heads as u32,
+                    n_query: tt,
+                    past_len: past as u32,
+                    n_head: c.n_heads as u32,
+                    n_kv_head: c.n_kv_heads as u32,
                     head_dim: c.head_dim as u32,
                 },
             )
@@ -141,8 +143,8 @@ impl Model {
             rmsnorm::rmsnorm_forward(&mut batch, &a.x, &l.ffn_norm, &a.xn, &a.rstd, tt, d, c.rms_eps).await?;
             matmul::matmul(&mut batch, &a.xn, &l.gate, None, &a.gate, tt).await?;
             matmul::matmul(&mut batch, &a.xn, &l.up, None, &a.up, tt).await?;
-            swiglu::swiglu_forward(&mut batch, &a.gate, &a.up, &a.gate, tt * c.ffn as u32).await?;
-            matmul::matmul(&mut batch, &a.gate, &l.down, None, &a.tmp, tt).await?;
+            swiglu::swiglu_forward(&mut batch, &a.gate, &a.up, &a.act, tt * c.ffn as u32).await?;
+            matmul::matmul(&mut batch, &a.act, &l.down, None, &a.tmp, tt).await?;
             add::add_forward(&mut batch, &a.tmp, &a.x, tt * d).await?;
         }
         rmsnorm::rmsnorm_forward(&mut batch, &a.x, &self.output_norm, &a.xn, &a.rstd, tt, d, c.rms_eps).await?;
@@ -175,8 +177,7 @@ impl Model {
         for start in (0..vocab).step_by(chunk) {
             let rows = chunk.min(vocab - start);
             let mut batch = gpu.batch();
-            matmul::matmul_rows(&mut batch, &a.xn, self.lm_head(), start as u32, rows as u32, &out, rows as u32, t as u32)
-                .await?;
+            matmul::matmul_rows(&mut batch, &a.xn, self.lm_head(), start, rows, &out, rows as u32, t as u32).await?;
             batch.submit()?;
             let part = gpu.read_f32_prefix(&out, t * rows).await?;
             for (row, values) in part.chunks_exact(rows).enumerate() {
@@ -189,17 +190,12 @@ impl Model {
     /// Runs `tokens` and leaves the last position's logits [vocab] in `out` on the GPU.
     pub async fn last_logits(&self, gpu: &Gpu, cache: &mut KvCache, tokens: &[u32], out: &Buffer) -> Result<(), ModelError> {
         let a = self.run(gpu, cache, tokens).await?;
-        let (t, d, vocab) = (tokens.len(), self.config.hidden, self.config.vocab);
+        let (t, d) = (tokens.len(), self.config.hidden);
         let last = gpu.scratch("last", (d * 4) as u64)?;
-        let chunk = self.vocab_chunk(gpu, 1);
         let mut batch = gpu.batch();
         batch.copy(&a.xn, ((t - 1) * d * 4) as u64, &last, 0, (d * 4) as u64)?;
-        for start in (0..vocab).step_by(chunk) {
-            let rows = chunk.min(vocab - start);
-            let slice = out.range((start * 4) as u64, (rows * 4) as u64);
-            matmul::matmul_rows_into(&mut batch, &last, self.lm_head(), start as u32, rows as u32, slice, rows as u32, 1)
-                .await?;
-        }
+        // One row of logits is small; the weight's own row chunks bound each binding.
+        matmul::matmul(&mut batch, &last, self.lm_head(), None, out, 1).await?;
         batch.submit()?;
         Ok(())
     }

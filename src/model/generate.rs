@@ -15,7 +15,7 @@ pub struct GenerateOptions {
     pub top_k: u32,
     /// Keep the smallest set of tokens whose probability reaches p (1.0 = off).
     pub top_p: f32,
-    /// > 1 discourages tokens already in the prompt or the answer (1.0 = off).
+    /// > 1 discourages the last 1024 tokens of the prompt and answer (1.0 = off).
     pub repetition_penalty: f32,
     pub seed: u64,
     /// Token ids that end generation (eos, `<|im_end|>`).
@@ -104,24 +104,23 @@ impl<'m> Generator<'m> {
             let start = self.seen.len();
             self.seen.extend_from_slice(&next);
             gpu.write(&self.history, (start * 4) as u64, bytemuck::cast_slice(&next))?;
-            let params = sample::SampleOptions {
+            let config = sample::SamplerConfig {
                 temperature: options.temperature,
                 top_k: options.top_k,
                 top_p: options.top_p,
                 repetition_penalty: options.repetition_penalty,
-                uniform: rng.next_uniform(),
+            };
+            let history_len = self.seen.len().min(sample::MAX_HISTORY as usize);
+            let shape = sample::SampleShape {
+                vocab: self.model.config.vocab as u32,
+                row: 0,
+                history_start: (self.seen.len() - history_len) as u32,
+                history_len: history_len as u32,
+                out_index: 0,
             };
             let mut batch = gpu.batch();
-            sample::sample(
-                &mut batch,
-                &self.logits,
-                &self.history,
-                self.seen.len() as u32,
-                &self.choice,
-                self.model.config.vocab as u32,
-                &params,
-            )
-            .await?;
+            sample::sample_forward(&mut batch, &self.logits, &self.history, &self.choice, shape, &config, rng.next_uniform())
+                .await?;
             batch.submit()?;
             let id = gpu.read_u32_prefix(&self.choice, 1).await?[0];
             out.push(id);

@@ -64,24 +64,15 @@ impl Model {
         let mut layers = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {
             let name = |n: &str| format!("blk.{i}.{n}");
-            let bias = |n: &str| {
-                let name = name(n);
-                async move {
-                    match config.qkv_bias {
-                        true => loader.vector(&name).await.map(Some),
-                        false => Ok(None),
-                    }
-                }
-            };
             layers.push(Layer {
                 attn_norm: loader.vector(&name("attn_norm.weight")).await?,
                 wq: loader.matrix(&name("attn_q.weight")).await?,
                 wk: loader.matrix(&name("attn_k.weight")).await?,
                 wv: loader.matrix(&name("attn_v.weight")).await?,
                 wo: loader.matrix(&name("attn_output.weight")).await?,
-                bq: bias("attn_q.bias").await?,
-                bk: bias("attn_k.bias").await?,
-                bv: bias("attn_v.bias").await?,
+                bq: loader.bias(&name("attn_q.bias"), config.qkv_bias).await?,
+                bk: loader.bias(&name("attn_k.bias"), config.qkv_bias).await?,
+                bv: loader.bias(&name("attn_v.bias"), config.qkv_bias).await?,
                 ffn_norm: loader.vector(&name("ffn_norm.weight")).await?,
                 gate: loader.matrix(&name("ffn_gate.weight")).await?,
                 up: loader.matrix(&name("ffn_up.weight")).await?,
@@ -138,6 +129,14 @@ impl<S: TensorSource + ?Sized> Loader<'_, S> {
     async fn vector(&self, name: &str) -> Result<Buffer, ModelError> {
         let values = self.floats(name).await?;
         Ok(self.gpu.upload(name, bytemuck::cast_slice(&values))?)
+    }
+
+    /// A bias vector when the architecture has one.
+    async fn bias(&self, name: &str, present: bool) -> Result<Option<Buffer>, ModelError> {
+        match present {
+            true => self.vector(name).await.map(Some),
+            false => Ok(None),
+        }
     }
 
     /// A [rows × cols] matrix, GGUF dims [cols, rows], kept in its stored type.

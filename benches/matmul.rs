@@ -1,0 +1,120 @@
+//! GFLOP/s of our matmul on GGUF weight types at SmolLM2-135M shapes, next to numpy's
+//! sgemm on the same machine in the same run. Native only.
+//!
+//! `cargo bench --bench matmul`; MATMUL_KERNEL=tiled|subgroup|vector forces a kernel,
+//! MATMUL_TYPES=F32,Q4_1 picks types.
+
+use std::process::Command;
+use std::time::Instant;
+
+use classtune::gguf::dequant::quantize;
+use classtune::gguf::GgmlType;
+use classtune::gpu::{Gpu, GpuError, GpuOptions};
+use classtune::kernels::matmul::{matmul_with, MatmulKernel, Weight};
+
+const SHAPES: [(usize, usize, usize); 3] = [(1024, 1536, 576), (1024, 49152, 576), (1, 1536, 576)];
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// numpy sgemm GFLOP/s for x[m×k] · w[n×k]ᵀ. The OpenBLAS overrides of this machine's
+/// environment select a slow kernel, so they are removed for this child only.
+fn numpy_gflops(m: usize, n: usize, k: usize) -> Option<f64> {
+    let script = format!(
+        "import numpy as np, time\n\
+         x=np.random.rand({m},{k}).astype(np.float32); w=np.random.rand({n},{k}).astype(np.float32)\n\
+         x@w.T\n\
+         ts=[]\n\
+         for _ in range(5):\n    t=time.perf_counter(); x@w.T; ts.append(time.perf_counter()-t)\n\
+         print(2*{m}*{n}*{k}/sorted(ts)[2]/1e9)"
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .env_remove("OPENBLAS_CORETYPE")
+        .env_remove("OPENBLAS_L2_SIZE")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+fn weight_bytes(ty: GgmlType, n: usize, k: usize) -> Vec<u8> {
+    match ty {
+        GgmlType::Q4_K | GgmlType::Q6_K => {
+            // Timing does not depend on the values; keep scales finite.
+            let mut bytes: Vec<u8> = (0..n * k / 256 * ty.block_bytes()).map(|i| (i * 131 % 251) as u8).collect();
+            let at = if ty == GgmlType::Q4_K { 0 } else { 208 };
+            for block in bytes.chunks_exact_mut(ty.block_bytes()) {
+                block[at..at + 2].copy_from_slice(&half::f16::from_f32(0.001).to_le_bytes());
+                if ty == GgmlType::Q4_K {
+                    block[2..4].copy_from_slice(&half::f16::from_f32(0.001).to_le_bytes());
+                }
+            }
+            bytes
+        }
+        _ => {
+            let values: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 5000.0).collect();
+            quantize(ty, &values).unwrap_or_default()
+        }
+    }
+}
+
+fn main() -> Result<(), GpuError> {
+    pollster::block_on(run())
+}
+
+async fn run() -> Result<(), GpuError> {
+    let gpu = Gpu::new(GpuOptions::default()).await?;
+    println!("device: {}", gpu.describe());
+    let forced = std::env::var("MATMUL_KERNEL").ok().map(|k| match k.as_str() {
+        "tiled" => MatmulKernel::Tiled,
+        "vector" => MatmulKernel::Vector,
+        _ => MatmulKernel::SubgroupTiled,
+    });
+    let types: Vec<GgmlType> = match std::env::var("MATMUL_TYPES") {
+        Ok(list) => list.split(',').filter_map(|t| (0..31).filter_map(GgmlType::from_id).find(|g| g.name() == t)).collect(),
+        Err(_) => vec![GgmlType::F32, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K],
+    };
+    let shapes: Vec<(usize, usize, usize)> = match std::env::var("MATMUL_SHAPES") {
+        Ok(pick) => pick.split(',').filter_map(|i| i.parse::<usize>().ok()).filter_map(|i| SHAPES.get(i).copied()).collect(),
+        Err(_) => SHAPES.to_vec(),
+    };
+    for (m, n, k) in shapes {
+        let numpy = numpy_gflops(m, n, k);
+        println!("\nX[{m}×{k}] · W[{n}×{k}]ᵀ   numpy sgemm: {}", numpy.map_or("n/a".into(), |g| format!("{g:.1} GFLOP/s")));
+        let y = gpu.buffer("y", 4 * (m * n) as u64)?;
+        for &ty in &types {
+            // K-quant rows are whole 256-value super-blocks: 576 becomes 768 for them.
+            let k = k.next_multiple_of(ty.block_len());
+            let x: Vec<f32> = (0..m * k).map(|i| (i % 17) as f32 / 17.0).collect();
+            let xb = gpu.upload("x", bytemuck::cast_slice(&x))?;
+            let w = Weight::upload(&gpu, "w", ty, n, k, &weight_bytes(ty, n, k))?;
+            let kernel = forced.unwrap_or_else(|| MatmulKernel::choose(&gpu.batch(), m as u32));
+            let runs = if m * n > 10_000_000 { 3 } else { 7 };
+            let mut times = Vec::new();
+            for i in 0..runs + 1 {
+                let mut batch = gpu.batch();
+                matmul_with(&mut batch, kernel, &xb, &w, None, 0..n, &y, n as u32, m as u32).await?;
+                let start = Instant::now();
+                batch.submit()?;
+                gpu.finish().await?;
+                // The first run compiles the pipeline on lavapipe.
+                if i > 0 {
+                    times.push(start.elapsed().as_secs_f64());
+                }
+            }
+            let t = median(times);
+            let gflops = 2.0 * (m * n * k) as f64 / t / 1e9;
+            let ratio = numpy.map_or(String::new(), |g| format!("  {:.0}% of numpy", 100.0 * gflops / g));
+            println!(
+                "  {:5} k={k} {kernel:?}: {gflops:7.1} GFLOP/s  {:7.2} ms  {:6.1} GB/s weights{ratio}",
+                ty.name(),
+                t * 1e3,
+                w.gpu_bytes() as f64 / t / 1e9
+            );
+        }
+    }
+    Ok(())
+}

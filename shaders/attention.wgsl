@@ -1,0 +1,265 @@
+// Causal grouped-query attention over a KV cache (llama, qwen2).
+//
+//   forward:  query t (absolute position past_len + t) of head h, with kv head
+//             hk = h / (n_head / n_kv_head) and keys j = 0 ..= past_len + t:
+//               s[j]   = scale * q[t,h,:] . k[j,hk,:]          (scale = 1/sqrt(head_dim))
+//               lse    = log(sum_j exp(s[j]))                  stored as lse[h, t]
+//               out[t,h,:] = sum_j exp(s[j] - lse) * v[j,hk,:]
+//   backward (next to it later), with P[j] = exp(s[j] - lse) recomputed from lse:
+//               D = dout . out;  dS[j] = P[j] * (dout . v[j] - D)
+//               dq = scale * sum_j dS[j] k[j];  dk[j] += scale * dS[j] q;  dv[j] += P[j] dout
+// Both entry points use the online softmax: a running max m and sum l, the output
+// accumulator rescaled by exp(m_old - m_new) whenever the max grows.
+//
+// Constants from the loader: HEAD_DIM (a multiple of 4, <= 256) and BK, keys per shared
+// tile of the tiled path (2 * BK * HEAD_DIM floats <= 16 KiB, the WebGPU default).
+// Rows are read as vec4 and dot products unrolled by four vec4: besides speed, this
+// keeps the loop iterations of one invocation low, which llvmpipe/lavapipe caps at
+// 65535 per invocation (all loops together; past it loops silently exit). The Rust
+// side estimates the count and refuses or reroutes shapes that would exceed it.
+
+struct Params {
+    n_query: u32,
+    past_len: u32,
+    n_head: u32,
+    n_kv_head: u32,
+    scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;          // [n_query, n_head, HEAD_DIM]
+@group(0) @binding(2) var<storage, read> k_cache: array<vec4<f32>>;    // [S_cap, n_kv_head, HEAD_DIM], rows < past_len + n_query used
+@group(0) @binding(3) var<storage, read> v_cache: array<vec4<f32>>;    // [S_cap, n_kv_head, HEAD_DIM]
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;  // [n_query, n_head, HEAD_DIM]
+@group(0) @binding(5) var<storage, read_write> lse: array<f32>;        // [n_head, n_query]
+
+const HD4 = HEAD_DIM / 4u;
+// Loops over vec4 columns go four at a time up to HD4_MAIN; the rest, if any, one by one
+// (behind a constant condition, since even an empty loop costs llvmpipe an iteration).
+const HD4_MAIN = HD4 / 4u * 4u;
+// Start value of running maxima: exp(NEG - finite) is 0 without inf - inf = NaN.
+const NEG = -1.0e30;
+
+fn hsum(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
+}
+
+// ---- Tiled path (prefill): a workgroup takes ROWS (query, head) rows of one kv head and
+// streams K/V through workgroup memory in tiles of BK keys; one thread per row.
+
+const ROWS = 64u;
+var<workgroup> k_tile: array<vec4<f32>, BK * HD4>;
+var<workgroup> v_tile: array<vec4<f32>, BK * HD4>;
+
+@compute @workgroup_size(64)
+fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let group = p.n_head / p.n_kv_head;
+    // Rows of one kv head are (t, g) pairs, t-major: a tile holds consecutive queries,
+    // so its causal key ranges are close and each K/V tile serves all `group` heads.
+    let rows = p.n_query * group;
+    let tiles = (rows + ROWS - 1u) / ROWS;
+    let wg = group_index(wid, nwg);
+    if (wg >= tiles * p.n_kv_head) {
+        return;
+    }
+    let hk = wg / tiles;
+    let first = (wg % tiles) * ROWS;
+    // Keys any row of this tile may see; uniform, so the tile loop may hold barriers.
+    let n_keys = p.past_len + min(first + ROWS - 1u, rows - 1u) / group + 1u;
+    let r = first + lid;
+    let valid = r < rows;
+    let t = r / group;
+    let h = hk * group + r % group;
+    let limit = p.past_len + t; // this row sees keys 0 ..= limit
+    let kv_stride = p.n_kv_head * HD4;
+
+    var qv: array<vec4<f32>, HD4>;
+    var acc: array<vec4<f32>, HD4>;
+    let qb = (t * p.n_head + h) * HD4;
+    for (var d = 0u; d < HD4; d++) {
+        acc[d] = vec4<f32>(0.0);
+        qv[d] = vec4<f32>(0.0);
+    }
+    if (valid) {
+        for (var d = 0u; d < HD4; d++) {
+            qv[d] = q[qb + d] * p.scale;
+        }
+    }
+    var m = NEG;
+    var l = 0.0;
+    for (var k0 = 0u; k0 < n_keys; k0 += BK) {
+        workgroupBarrier(); // the previous tile is consumed by every thread
+        for (var e = lid; e < BK * HD4; e += ROWS) {
+            let j = k0 + e / HD4;
+            var kv = vec4<f32>(0.0);
+            var vv = vec4<f32>(0.0);
+            if (j < n_keys) {
+                let idx = j * kv_stride + hk * HD4 + e % HD4;
+                kv = k_cache[idx];
+                vv = v_cache[idx];
+            }
+            k_tile[e] = kv;
+            v_tile[e] = vv;
+        }
+        workgroupBarrier();
+        if (valid && k0 <= limit) {
+            let count = min(BK, limit + 1u - k0);
+            var s: array<f32, BK>;
+            var tile_max = NEG;
+            for (var jj = 0u; jj < count; jj++) {
+                let kb = jj * HD4;
+                var a = vec4<f32>(0.0);
+                var d = 0u;
+                for (; d < HD4_MAIN; d += 4u) {
+                    a += qv[d] * k_tile[kb + d] + qv[d + 1u] * k_tile[kb + d + 1u]
+                       + qv[d + 2u] * k_tile[kb + d + 2u] + qv[d + 3u] * k_tile[kb + d + 3u];
+                }
+                if (HD4_MAIN < HD4) {
+                    for (; d < HD4; d++) {
+                        a += qv[d] * k_tile[kb + d];
+                    }
+                }
+                s[jj] = hsum(a);
+                tile_max = max(tile_max, s[jj]);
+            }
+            // One rescale per tile rather than per key.
+            let m_new = max(m, tile_max);
+            let corr = exp(m - m_new);
+            l *= corr;
+            for (var d = 0u; d < HD4; d++) {
+                acc[d] *= corr;
+            }
+            for (var jj = 0u; jj < count; jj++) {
+                let pj = exp(s[jj] - m_new);
+                l += pj;
+                let vb = jj * HD4;
+                var d = 0u;
+                for (; d < HD4_MAIN; d += 4u) {
+                    acc[d] += pj * v_tile[vb + d];
+                    acc[d + 1u] += pj * v_tile[vb + d + 1u];
+                    acc[d + 2u] += pj * v_tile[vb + d + 2u];
+                    acc[d + 3u] += pj * v_tile[vb + d + 3u];
+                }
+                if (HD4_MAIN < HD4) {
+                    for (; d < HD4; d++) {
+                        acc[d] += pj * v_tile[vb + d];
+                    }
+                }
+            }
+            m = m_new;
+        }
+    }
+    if (valid) {
+        for (var d = 0u; d < HD4; d++) {
+            out[qb + d] = acc[d] / l;
+        }
+        lse[h * p.n_query + t] = m + log(l);
+    }
+}
+
+// ---- Row path (decode): one workgroup of DWG threads per (query, head) row, parallel
+// over keys. Per chunk of DWG keys each thread scores one key, the chunk max is
+// reduced, and for the value sum the threads split into KS key lanes x HD4 vec4
+// columns, so reads of v rows are contiguous. Lanes are summed at the end.
+
+const DWG = 256u;
+const KS = DWG / HD4;
+var<workgroup> q_row: array<vec4<f32>, HD4>;
+var<workgroup> probs: array<f32, DWG>;
+var<workgroup> red: array<f32, DWG>;
+var<workgroup> acc_lanes: array<vec4<f32>, DWG>;
+
+@compute @workgroup_size(256)
+fn attention_forward_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(wid, nwg);
+    if (row >= p.n_query * p.n_head) {
+        return;
+    }
+    let t = row / p.n_head;
+    let h = row % p.n_head;
+    let hk = h / (p.n_head / p.n_kv_head);
+    let n_keys = p.past_len + t + 1u;
+    let kv_stride = p.n_kv_head * HD4;
+    let kv_off = hk * HD4;
+    for (var d = lid; d < HD4; d += DWG) {
+        q_row[d] = q[row * HD4 + d] * p.scale;
+    }
+    workgroupBarrier();
+
+    let col = lid % HD4;
+    let lane = lid / HD4;
+    var m = NEG;                  // the same in every thread: it comes from the reductions
+    var l = 0.0;                  // this thread's share of the softmax sum
+    var acc = vec4<f32>(0.0);     // out[col] over this lane's keys, scaled like l
+    for (var c0 = 0u; c0 < n_keys; c0 += DWG) {
+        let j = c0 + lid;
+        var s = NEG;
+        if (j < n_keys) {
+            let kb = j * kv_stride + kv_off;
+            var a = vec4<f32>(0.0);
+            var d = 0u;
+            for (; d < HD4_MAIN; d += 4u) {
+                a += q_row[d] * k_cache[kb + d] + q_row[d + 1u] * k_cache[kb + d + 1u]
+                   + q_row[d + 2u] * k_cache[kb + d + 2u] + q_row[d + 3u] * k_cache[kb + d + 3u];
+            }
+            if (HD4_MAIN < HD4) {
+                for (; d < HD4; d++) {
+                    a += q_row[d] * k_cache[kb + d];
+                }
+            }
+            s = hsum(a);
+        }
+        red[lid] = s;
+        workgroupBarrier();
+        for (var stride = DWG / 2u; stride > 0u; stride >>= 1u) {
+            if (lid < stride) {
+                red[lid] = max(red[lid], red[lid + stride]);
+            }
+            workgroupBarrier();
+        }
+        let m_new = max(m, red[0]);
+        let corr = exp(m - m_new);
+        var pj = 0.0;
+        if (j < n_keys) {
+            pj = exp(s - m_new);
+        }
+        l = l * corr + pj;
+        acc *= corr;
+        m = m_new;
+        probs[lid] = pj;
+        workgroupBarrier();
+        if (lane < KS) {
+            let count = min(DWG, n_keys - c0);
+            for (var jj = lane; jj < count; jj += KS) {
+                acc += probs[jj] * v_cache[(c0 + jj) * kv_stride + kv_off + col];
+            }
+        }
+        workgroupBarrier(); // probs and red are rewritten by the next chunk
+    }
+    red[lid] = l;
+    workgroupBarrier();
+    for (var stride = DWG / 2u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) {
+            red[lid] += red[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    let total = red[0];
+    acc_lanes[lid] = select(vec4<f32>(0.0), acc, lane < KS);
+    workgroupBarrier();
+    if (lid < HD4) {
+        var o = vec4<f32>(0.0);
+        for (var k = 0u; k < KS; k++) {
+            o += acc_lanes[k * HD4 + lid];
+        }
+        out[row * HD4 + lid] = o / total;
+    }
+    if (lid == 0u) {
+        lse[h * p.n_query + t] = m + log(total);
+    }
+}

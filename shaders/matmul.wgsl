@@ -1,0 +1,298 @@
+// y[t, n] = Σ_k x[t, k] · W[n, k] (+ bias[n]), W in GGML blocks dequantized on the fly;
+// and embedding rows out[t, :] = W[ids[t], :]. No backward here: the base weights are
+// frozen, and dx = dy · W is the same kernel on the transposed problem (see lora).
+//
+// Weight layout (one storage buffer per row chunk, see kernels/matmul/weight.rs): row r
+// starts at word r·ROW_WORDS; blocks are GGML's, each padded to whole u32 words with the
+// f16 scale alone in word 0 where GGML packs it unaligned (Q4_0, Q8_0), Q6_K padded by
+// two bytes at its end; F16/BF16 rows padded to an even count.
+//
+// Constants set by the loader: FMT (0 F32, 1 F16, 2 BF16, 3 Q4_0, 4 Q4_1, 5 Q8_0,
+// 6 Q4_K, 7 Q6_K), WG (lanes per workgroup), TT (tokens per tile: 16, or 1 for the
+// matrix-vector kernel, whose lanes own one row each),
+// and for the subgroup kernel SG (lanes whose loads one broadcast spans; divides the
+// subgroup size).
+
+// ---- subgroup activation fetch: the subgroup module is the file up to "portable" ----
+
+// x[i..i+8]: lane sl (< SG) loads one value of each SG-run and the subgroup shares them.
+fn fetch_x(i: u32, sl: u32) -> W8 {
+    if (SG >= 8u) {
+        let v = x[i + sl];
+        return W8(vec4<f32>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u)),
+                  vec4<f32>(subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u)));
+    }
+    let a = x[i + sl];
+    let b = x[i + 4u + sl];
+    return W8(vec4<f32>(subgroupBroadcast(a, 0u), subgroupBroadcast(a, 1u), subgroupBroadcast(a, 2u), subgroupBroadcast(a, 3u)),
+              vec4<f32>(subgroupBroadcast(b, 0u), subgroupBroadcast(b, 1u), subgroupBroadcast(b, 2u), subgroupBroadcast(b, 3u)));
+}
+
+@compute @workgroup_size(WG)
+fn matmul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    if (TT == 1u) {
+        matvec_tile(group_index(wid, nwg), lid, sid % SG);
+    } else {
+        matmul_tile(group_index(wid, nwg), lid, sid % SG);
+    }
+}
+
+// ---- shared: both modules ----
+struct Params {
+    tokens: u32,
+    rows: u32,       // rows computed by this dispatch
+    cols: u32,       // K, a multiple of 8
+    row0: u32,       // first computed row, local to this chunk
+    row_words: u32,  // u32 words per weight row in the chunk
+    y_stride: u32,   // f32 per output row of y
+    y_col: u32,      // column of y that row0 lands in
+    bias_row: u32,   // bias index of row0; u32::MAX without bias
+    token_tiles: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;         // [tokens, cols]
+@group(0) @binding(2) var<storage, read> w: array<u32>;         // [rows, row_words] of one chunk
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;   // [tokens, y_stride]
+@group(0) @binding(4) var<storage, read> bias: array<f32>;      // [N] (any buffer without bias)
+
+struct W8 {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+// Values k..k+8 (k a multiple of 8) of the row starting at word `base`.
+fn dequant8(base: u32, k: u32) -> W8 {
+    if (FMT == 0u) {
+        let i = base + k;
+        return W8(bitcast<vec4<f32>>(vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u])),
+                  bitcast<vec4<f32>>(vec4<u32>(w[i + 4u], w[i + 5u], w[i + 6u], w[i + 7u])));
+    }
+    if (FMT == 1u || FMT == 2u) {
+        let i = base + k / 2u;
+        if (FMT == 1u) {
+            return W8(vec4<f32>(f16_pair(w[i]), f16_pair(w[i + 1u])), vec4<f32>(f16_pair(w[i + 2u]), f16_pair(w[i + 3u])));
+        }
+        return W8(vec4<f32>(bf16_pair(w[i]), bf16_pair(w[i + 1u])), vec4<f32>(bf16_pair(w[i + 2u]), bf16_pair(w[i + 3u])));
+    }
+    if (FMT == 3u || FMT == 4u) {
+        // 5 words per 32 values: scales, then 16 bytes whose low nibbles are values
+        // 0–15 and high nibbles 16–31.
+        let b = base + (k / 32u) * 5u;
+        let j = k % 32u;
+        let q = b + 1u + (j % 16u) / 4u;
+        let shift = (j / 16u) * 4u;
+        let s = f16_pair(w[b]);
+        let lo = nibbles4(w[q], shift);
+        let hi = nibbles4(w[q + 1u], shift);
+        if (FMT == 3u) {
+            return W8(s.x * (lo - 8.0), s.x * (hi - 8.0));
+        }
+        return W8(s.x * lo + s.y, s.x * hi + s.y);
+    }
+    if (FMT == 5u) {
+        let b = base + (k / 32u) * 9u;
+        let q = b + 1u + (k % 32u) / 4u;
+        let d = f16_pair(w[b]).x;
+        return W8(d * bytes4_i8(w[q]), d * bytes4_i8(w[q + 1u]));
+    }
+    if (FMT == 6u) {
+        // 36 words per 256 values: (d, dmin), 12 scale bytes, then four 32-byte runs,
+        // each holding sub-block 2i in low nibbles and 2i+1 in high nibbles.
+        let b = base + (k / 256u) * 36u;
+        let j = k % 256u;
+        let sub = j / 32u;
+        let q = b + 4u + (sub / 2u) * 8u + (j % 32u) / 4u;
+        let shift = (sub % 2u) * 4u;
+        let dm = f16_pair(w[b]);
+        let sm = scale_min_k4(sub, vec3<u32>(w[b + 1u], w[b + 2u], w[b + 3u]));
+        let d = dm.x * sm.x;
+        let m = dm.y * sm.y;
+        return W8(d * nibbles4(w[q], shift) - m, d * nibbles4(w[q + 1u], shift) - m);
+    }
+    // Q6_K, 53 words per 256 values: ql[128 B], qh[64 B], 16 i8 scales, d. Each half
+    // of 128 values takes 64 ql bytes and 32 qh bytes; quarter i of a half uses ql
+    // low (i = 0, 1) or high (2, 3) nibbles and qh bits 2i..2i+1.
+    let b = base + (k / 256u) * 53u;
+    let j = k % 256u;
+    let half = j / 128u;
+    let quarter = (j % 128u) / 32u;
+    let l = j % 32u;
+    let ql = b + (64u * half + 32u * (quarter % 2u) + l) / 4u;
+    let qh = b + 32u + (32u * half + l) / 4u;
+    let lshift = (quarter / 2u) * 4u;
+    let hshift = 2u * quarter;
+    let si = 8u * half + l / 16u + 2u * quarter;
+    let sc = f32(extractBits(i32(w[b + 48u + si / 4u]), 8u * (si % 4u), 8u));
+    let d = f16_pair(w[b + 52u]).x * sc;
+    let q0 = nibbles4(w[ql], lshift) + 16.0 * vec4<f32>(unpack4xU8((w[qh] >> hshift) & 0x03030303u)) - 32.0;
+    let q1 = nibbles4(w[ql + 1u], lshift) + 16.0 * vec4<f32>(unpack4xU8((w[qh + 1u] >> hshift) & 0x03030303u)) - 32.0;
+    return W8(d * q0, d * q1);
+}
+
+fn dot8(a: W8, b: W8) -> f32 {
+    return dot(a.lo, b.lo) + dot(a.hi, b.hi);
+}
+
+// Offset of x[t0 + t, 0], tokens past the end clamped to the last one.
+fn x_row(t0: u32, t: u32) -> u32 {
+    return min(t0 + t, p.tokens - 1u) * p.cols;
+}
+
+fn store(row: u32, t0: u32, t: u32, v: f32) {
+    if (row < p.rows && t0 + t < p.tokens) {
+        var b = 0.0;
+        if (p.bias_row != 0xffffffffu) {
+            b = bias[p.bias_row + row];
+        }
+        y[(t0 + t) * p.y_stride + p.y_col + row] = v + b;
+    }
+}
+
+// Writes tokens t0 + t of the lane's four rows (components of v).
+fn store4(r: vec4<u32>, t0: u32, t: u32, v: vec4<f32>) {
+    for (var i = 0u; i < 4u; i++) {
+        store(r[i], t0, t, v[i]);
+    }
+}
+
+// Each lane owns 4 weight rows (lane + i·WG) × TT = 16 tokens, 64 accumulators. On
+// llvmpipe every per-lane storage load is scalarized, so the tile is as large as
+// possible: per 8 values of k a lane makes 16 activation loads (fetch_x) and 4 weight
+// loads of dequant8 for 512 multiply-adds. Written out by hand because llvmpipe keeps
+// loop-indexed private arrays in scratch memory.
+fn matmul_tile(g: u32, lid: u32, sl: u32) {
+    let t0 = (g % p.token_tiles) * 16u;
+    let r = (g / p.token_tiles) * 4u * WG + lid + vec4<u32>(0u, 1u, 2u, 3u) * WG;
+    let b = (min(r, vec4<u32>(p.rows - 1u)) + p.row0) * p.row_words;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+    var a8 = vec4<f32>(0.0);
+    var a9 = vec4<f32>(0.0);
+    var a10 = vec4<f32>(0.0);
+    var a11 = vec4<f32>(0.0);
+    var a12 = vec4<f32>(0.0);
+    var a13 = vec4<f32>(0.0);
+    var a14 = vec4<f32>(0.0);
+    var a15 = vec4<f32>(0.0);
+    for (var k = 0u; k < p.cols; k += 8u) {
+        let w0 = dequant8(b.x, k);
+        let w1 = dequant8(b.y, k);
+        let w2 = dequant8(b.z, k);
+        let w3 = dequant8(b.w, k);
+        let x0 = fetch_x(x_row(t0, 0u) + k, sl);
+        a0 += vec4<f32>(dot8(w0, x0), dot8(w1, x0), dot8(w2, x0), dot8(w3, x0));
+        let x1 = fetch_x(x_row(t0, 1u) + k, sl);
+        a1 += vec4<f32>(dot8(w0, x1), dot8(w1, x1), dot8(w2, x1), dot8(w3, x1));
+        let x2 = fetch_x(x_row(t0, 2u) + k, sl);
+        a2 += vec4<f32>(dot8(w0, x2), dot8(w1, x2), dot8(w2, x2), dot8(w3, x2));
+        let x3 = fetch_x(x_row(t0, 3u) + k, sl);
+        a3 += vec4<f32>(dot8(w0, x3), dot8(w1, x3), dot8(w2, x3), dot8(w3, x3));
+        let x4 = fetch_x(x_row(t0, 4u) + k, sl);
+        a4 += vec4<f32>(dot8(w0, x4), dot8(w1, x4), dot8(w2, x4), dot8(w3, x4));
+        let x5 = fetch_x(x_row(t0, 5u) + k, sl);
+        a5 += vec4<f32>(dot8(w0, x5), dot8(w1, x5), dot8(w2, x5), dot8(w3, x5));
+        let x6 = fetch_x(x_row(t0, 6u) + k, sl);
+        a6 += vec4<f32>(dot8(w0, x6), dot8(w1, x6), dot8(w2, x6), dot8(w3, x6));
+        let x7 = fetch_x(x_row(t0, 7u) + k, sl);
+        a7 += vec4<f32>(dot8(w0, x7), dot8(w1, x7), dot8(w2, x7), dot8(w3, x7));
+        let x8 = fetch_x(x_row(t0, 8u) + k, sl);
+        a8 += vec4<f32>(dot8(w0, x8), dot8(w1, x8), dot8(w2, x8), dot8(w3, x8));
+        let x9 = fetch_x(x_row(t0, 9u) + k, sl);
+        a9 += vec4<f32>(dot8(w0, x9), dot8(w1, x9), dot8(w2, x9), dot8(w3, x9));
+        let x10 = fetch_x(x_row(t0, 10u) + k, sl);
+        a10 += vec4<f32>(dot8(w0, x10), dot8(w1, x10), dot8(w2, x10), dot8(w3, x10));
+        let x11 = fetch_x(x_row(t0, 11u) + k, sl);
+        a11 += vec4<f32>(dot8(w0, x11), dot8(w1, x11), dot8(w2, x11), dot8(w3, x11));
+        let x12 = fetch_x(x_row(t0, 12u) + k, sl);
+        a12 += vec4<f32>(dot8(w0, x12), dot8(w1, x12), dot8(w2, x12), dot8(w3, x12));
+        let x13 = fetch_x(x_row(t0, 13u) + k, sl);
+        a13 += vec4<f32>(dot8(w0, x13), dot8(w1, x13), dot8(w2, x13), dot8(w3, x13));
+        let x14 = fetch_x(x_row(t0, 14u) + k, sl);
+        a14 += vec4<f32>(dot8(w0, x14), dot8(w1, x14), dot8(w2, x14), dot8(w3, x14));
+        let x15 = fetch_x(x_row(t0, 15u) + k, sl);
+        a15 += vec4<f32>(dot8(w0, x15), dot8(w1, x15), dot8(w2, x15), dot8(w3, x15));
+    }
+    store4(r, t0, 0u, a0);
+    store4(r, t0, 1u, a1);
+    store4(r, t0, 2u, a2);
+    store4(r, t0, 3u, a3);
+    store4(r, t0, 4u, a4);
+    store4(r, t0, 5u, a5);
+    store4(r, t0, 6u, a6);
+    store4(r, t0, 7u, a7);
+    store4(r, t0, 8u, a8);
+    store4(r, t0, 9u, a9);
+    store4(r, t0, 10u, a10);
+    store4(r, t0, 11u, a11);
+    store4(r, t0, 12u, a12);
+    store4(r, t0, 13u, a13);
+    store4(r, t0, 14u, a14);
+    store4(r, t0, 15u, a15);
+}
+
+// Decoding: one token per workgroup row-slab, one row per lane; memory-bound.
+fn matvec_tile(g: u32, lid: u32, sl: u32) {
+    let t0 = g % p.token_tiles;
+    let row = (g / p.token_tiles) * WG + lid;
+    let base = (min(row, p.rows - 1u) + p.row0) * p.row_words;
+    let xo = x_row(t0, 0u);
+    var a = 0.0;
+    for (var k = 0u; k < p.cols; k += 8u) {
+        a += dot8(dequant8(base, k), fetch_x(xo + k, sl));
+    }
+    store(row, t0, 0u, a);
+}
+
+// Embedding gather: y[t, k..k+8] = W[ids[t], k..k+8] for the ids in this chunk. It
+// shares the matmul bindings so both entry points live in one module with one dequant8:
+// x holds the u32 ids (bit-cast), p.row0 is the chunk's first row, p.rows its row count.
+@compute @workgroup_size(64)
+fn embedding_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 64u + lid;
+    let per_row = p.cols / 8u;
+    let t = i / per_row;
+    if (t >= p.tokens) {
+        return;
+    }
+    let id = bitcast<u32>(x[t]);
+    if (id < p.row0 || id - p.row0 >= p.rows) {
+        return;
+    }
+    let k = (i % per_row) * 8u;
+    let v = dequant8((id - p.row0) * p.row_words, k);
+    let o = t * p.cols + k;
+    for (var j = 0u; j < 4u; j++) {
+        y[o + j] = v.lo[j];
+        y[o + 4u + j] = v.hi[j];
+    }
+}
+
+// ---- portable activation fetch: the portable module is the file from "shared" on ----
+
+// x[i..i+8] through uniform loads: every lane asks for the same address, which llvmpipe
+// and SwiftShader serve with one scalar load.
+fn fetch_x(i: u32, sl: u32) -> W8 {
+    return W8(vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]), vec4<f32>(x[i + 4u], x[i + 5u], x[i + 6u], x[i + 7u]));
+}
+
+@compute @workgroup_size(WG)
+fn matmul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    if (TT == 1u) {
+        matvec_tile(group_index(wid, nwg), lid, 0u);
+    } else {
+        matmul_tile(group_index(wid, nwg), lid, 0u);
+    }
+}

@@ -1,0 +1,57 @@
+// RMSNorm over the last dimension (llama, qwen2), one workgroup per row.
+//
+//   forward:  rstd[t]   = 1 / sqrt(mean_d(x[t,d]^2) + eps)
+//             y[t,d]    = x[t,d] * rstd[t] * w[d]
+//   backward (next to it later), with g[t,d] = dy[t,d] * w[d]:
+//             dx[t,d]   = rstd[t] * (g[t,d] - x[t,d] * rstd[t]^2 * mean_d(g[t,:] * x[t,:]))
+//             dw[d]     = sum_t dy[t,d] * x[t,d] * rstd[t]
+// rstd is stored so the backward needs no second reduction over x^2.
+
+struct Params {
+    rows: u32,
+    dim: u32,
+    eps: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;          // [rows, dim]
+@group(0) @binding(2) var<storage, read> w: array<f32>;          // [dim]
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;    // [rows, dim]
+@group(0) @binding(4) var<storage, read_write> rstd: array<f32>; // [rows]
+
+const WG = 256u;
+var<workgroup> partial: array<f32, WG>;
+
+@compute @workgroup_size(256)
+fn rmsnorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(wid, nwg);
+    // Uniform per workgroup (derived from workgroup_id), so the barriers below stay legal.
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.dim;
+    // Strided over the row: neighbouring threads read neighbouring elements.
+    var s = 0.0;
+    for (var d = lid; d < p.dim; d += WG) {
+        let v = x[base + d];
+        s += v * v;
+    }
+    partial[lid] = s;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) {
+            partial[lid] += partial[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    // 1/sqrt rather than inverseSqrt: the latter may be a low-precision approximation.
+    let r = 1.0 / sqrt(partial[0] / f32(p.dim) + p.eps);
+    for (var d = lid; d < p.dim; d += WG) {
+        y[base + d] = x[base + d] * r * w[d];
+    }
+    if (lid == 0u) {
+        rstd[row] = r;
+    }
+}

@@ -1,0 +1,252 @@
+//! Matmul against frozen GGUF weights, dequantized inside the shader, and the embedding
+//! gather from the same weights.
+//!
+//! Forward: y[t, n] = Σ_k x[t, k] · W[n, k] (+ bias[n]), x f32 [tokens, K] row-major,
+//! W [N, K] in its GGML type ([`Weight`]). Embedding: out[t, :] = W[ids[t], :].
+//! No backward here: base weights are frozen, and dx = dy · W is the LoRA module's job.
+
+mod cpu;
+mod weight;
+
+use std::ops::Range;
+
+pub use cpu::{embedding_cpu, matmul_cpu};
+pub use weight::{gpu_block_bytes, Weight};
+
+use crate::gguf::GgmlType;
+use crate::gpu::{batch::grid, Batch, Buffer, GpuError, Kernel};
+
+const SOURCE: &str = include_str!("../../../shaders/matmul.wgsl");
+
+/// shaders/matmul.wgsl holds two modules that share the middle of the file: the subgroup
+/// one (the file up to the portable section) and the portable one (from the shared part
+/// on). Naga rejects subgroup builtins on devices without the feature, even unused.
+fn module(subgroups: bool) -> &'static str {
+    if subgroups {
+        let end = SOURCE.find("// ---- portable activation fetch").unwrap_or(SOURCE.len());
+        &SOURCE[..end]
+    } else {
+        &SOURCE[SOURCE.find("// ---- shared: both modules").unwrap_or(0)..]
+    }
+}
+
+/// Mirrors `Params` in shaders/matmul.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    pub tokens: u32,
+    pub rows: u32,
+    pub cols: u32,
+    pub row0: u32,
+    pub row_words: u32,
+    pub y_stride: u32,
+    pub y_col: u32,
+    pub bias_row: u32,
+    pub token_tiles: u32,
+    pub _pad: [u32; 3],
+}
+
+/// The kernel shapes. Each is one pipeline per weight type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulKernel {
+    /// Register tiles of rows × tokens per lane, activations through uniform loads;
+    /// runs everywhere, the browser included.
+    Tiled,
+    /// Tiled, but each lane loads a different activation and the subgroup shares them
+    /// with `subgroupBroadcast`; only where the device has subgroups.
+    SubgroupTiled,
+    /// One token per tile: matrix-vector for decoding, memory-bound.
+    Vector,
+}
+
+impl MatmulKernel {
+    /// The fastest kernel this device offers for `tokens` rows of activations.
+    pub fn choose(batch: &Batch<'_>, tokens: u32) -> MatmulKernel {
+        if tokens <= 2 {
+            MatmulKernel::Vector
+        } else if batch.gpu().has_subgroups() {
+            MatmulKernel::SubgroupTiled
+        } else {
+            MatmulKernel::Tiled
+        }
+    }
+
+    /// (lanes per workgroup, tokens per tile, rows per lane); the tiled kernels are
+    /// written out for 16 tokens × 4 rows.
+    fn tile(self) -> (u32, u32, u32) {
+        match self {
+            MatmulKernel::Tiled | MatmulKernel::SubgroupTiled => (64, 16, 4),
+            MatmulKernel::Vector => (64, 1, 1),
+        }
+    }
+
+    fn kernel(self, ty: GgmlType, subgroup_min: u32) -> Kernel {
+        let (wg, tt, _) = self.tile();
+        let subgroups = self == MatmulKernel::SubgroupTiled;
+        let kernel = Kernel::new("matmul", module(subgroups), "matmul_forward")
+            .with("FMT", format!("{}u", format_id(ty)))
+            .with("WG", format!("{wg}u"))
+            .with("TT", format!("{tt}u"));
+        if subgroups {
+            // Lanes whose loads one broadcast run spans: at most 8 (one run of dequant8),
+            // and it divides every subgroup size the device may pick.
+            kernel.with("SG", format!("{}u", subgroup_min.clamp(4, 8))).with_subgroups()
+        } else {
+            kernel
+        }
+    }
+}
+
+/// The FMT constant of shaders/matmul.wgsl.
+fn format_id(ty: GgmlType) -> u32 {
+    match ty {
+        GgmlType::F32 => 0,
+        GgmlType::F16 => 1,
+        GgmlType::BF16 => 2,
+        GgmlType::Q4_0 => 3,
+        GgmlType::Q4_1 => 4,
+        GgmlType::Q8_0 => 5,
+        GgmlType::Q4_K => 6,
+        GgmlType::Q6_K => 7,
+    }
+}
+
+/// y[t, n] = Σ_k x[t, k] · W[n, k] (+ bias[n]) for all rows of `w`; y is [tokens, N].
+pub async fn matmul(
+    batch: &mut Batch<'_>,
+    x: &Buffer,
+    w: &Weight,
+    bias: Option<&Buffer>,
+    y: &Buffer,
+    tokens: u32,
+) -> Result<(), GpuError> {
+    let kernel = MatmulKernel::choose(batch, tokens);
+    matmul_with(batch, kernel, x, w, bias, 0..w.rows(), y, w.rows() as u32, tokens).await
+}
+
+/// Rows `row_start..row_start + row_count` of the product, without bias, written to
+/// y[t · y_stride + (n − row_start)]: a vocabulary chunk of the lm_head.
+pub async fn matmul_rows(
+    batch: &mut Batch<'_>,
+    x: &Buffer,
+    w: &Weight,
+    row_start: usize,
+    row_count: usize,
+    y: &Buffer,
+    y_stride: u32,
+    tokens: u32,
+) -> Result<(), GpuError> {
+    let kernel = MatmulKernel::choose(batch, tokens);
+    matmul_with(batch, kernel, x, w, None, row_start..row_start + row_count, y, y_stride, tokens).await
+}
+
+/// The general form: rows `rows` of W with an explicit kernel choice (tests force each).
+// The arguments are the problem's independent dimensions; bundling them would only
+// move the list into a struct literal at every call.
+#[allow(clippy::too_many_arguments)]
+pub async fn matmul_with(
+    batch: &mut Batch<'_>,
+    kernel: MatmulKernel,
+    x: &Buffer,
+    w: &Weight,
+    bias: Option<&Buffer>,
+    rows: Range<usize>,
+    y: &Buffer,
+    y_stride: u32,
+    tokens: u32,
+) -> Result<(), GpuError> {
+    const NAME: &str = "matmul";
+    let (k, t) = (w.cols() as u64, tokens as u64);
+    if tokens == 0 || rows.is_empty() {
+        return Ok(());
+    }
+    if k % 8 != 0 {
+        return Err(GpuError::shape(NAME, format!("cols {k} must be a multiple of 8")));
+    }
+    if rows.end > w.rows() {
+        return Err(GpuError::shape(NAME, format!("rows {rows:?} outside the weight's {} rows", w.rows())));
+    }
+    if (y_stride as usize) < rows.len() {
+        return Err(GpuError::shape(NAME, format!("y_stride {y_stride} < {} rows", rows.len())));
+    }
+    if x.size() < 4 * t * k {
+        return Err(GpuError::shape(NAME, format!("x `{}` holds {} bytes, needs {tokens}×{k} f32", x.label(), x.size())));
+    }
+    let y_needed = 4 * ((t - 1) * y_stride as u64 + rows.len() as u64);
+    if y.size() < y_needed {
+        return Err(GpuError::shape(NAME, format!("y `{}` holds {} bytes, needs {y_needed}", y.label(), y.size())));
+    }
+    if let Some(b) = bias {
+        if b.size() < 4 * rows.end as u64 {
+            return Err(GpuError::shape(NAME, format!("bias `{}` is shorter than {} rows", b.label(), rows.end)));
+        }
+    }
+    if kernel == MatmulKernel::SubgroupTiled && !batch.gpu().has_subgroups() {
+        return Err(GpuError::shape(NAME, "SubgroupTiled needs a device with subgroups"));
+    }
+    let subgroup_min = batch.gpu().info().subgroup_min_size;
+    let pipeline = batch.gpu().pipeline(&kernel.kernel(w.ty(), subgroup_min)).await?;
+    let (wg, tt, rn) = kernel.tile();
+    let token_tiles = tokens.div_ceil(tt);
+    for chunk in &w.chunks {
+        let lo = rows.start.max(chunk.row0);
+        let hi = rows.end.min(chunk.row0 + chunk.rows);
+        if lo >= hi {
+            continue;
+        }
+        let count = (hi - lo) as u32;
+        let params = Params {
+            tokens,
+            rows: count,
+            cols: k as u32,
+            row0: (lo - chunk.row0) as u32,
+            row_words: w.row_words() as u32,
+            y_stride,
+            y_col: (lo - rows.start) as u32,
+            bias_row: if bias.is_some() { lo as u32 } else { u32::MAX },
+            token_tiles,
+            _pad: [0; 3],
+        };
+        let groups = token_tiles * count.div_ceil(wg * rn);
+        // Unbound bias still needs a buffer in its slot; the shader never reads it.
+        let bias = bias.unwrap_or(x);
+        batch.dispatch(&pipeline, &params, &[x.into(), (&chunk.buffer).into(), y.into(), bias.into()], grid(groups))?;
+    }
+    Ok(())
+}
+
+/// out[t, :] = W[ids[t], :]: gathers and dequantizes rows; ids u32 [tokens], out f32
+/// [tokens, cols]. Ids past the last row leave their output row untouched.
+pub async fn embedding(batch: &mut Batch<'_>, w: &Weight, ids: &Buffer, out: &Buffer, tokens: u32) -> Result<(), GpuError> {
+    const NAME: &str = "embedding";
+    let (k, t) = (w.cols() as u64, tokens as u64);
+    if tokens == 0 {
+        return Ok(());
+    }
+    if k % 8 != 0 {
+        return Err(GpuError::shape(NAME, format!("cols {k} must be a multiple of 8")));
+    }
+    if ids.size() < 4 * t || out.size() < 4 * t * k {
+        return Err(GpuError::shape(
+            NAME,
+            format!("ids `{}` ({} B) or out `{}` ({} B) too small for {tokens} tokens × {k}", ids.label(), ids.size(), out.label(), out.size()),
+        ));
+    }
+    // The module also holds matmul_forward, so it needs its constants; the smallest tile.
+    let kernel = MatmulKernel::Vector.kernel(w.ty(), 0);
+    let kernel = Kernel { entry: "embedding_forward", ..kernel };
+    let pipeline = batch.gpu().pipeline(&kernel).await?;
+    let threads = tokens * (k / 8) as u32;
+    for chunk in &w.chunks {
+        let params = Params {
+            tokens,
+            rows: chunk.rows as u32,
+            cols: k as u32,
+            row0: chunk.row0 as u32,
+            row_words: w.row_words() as u32,
+            ..Params::default()
+        };
+        batch.dispatch(&pipeline, &params, &[ids.into(), (&chunk.buffer).into(), out.into()], grid(threads.div_ceil(64)))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! Matmul and embedding on GGUF weights against the plain-loop CPU references, for every
+//! weight type and every kernel shape, at odd sizes.
+
+use classtune::gguf::dequant::{dequantize, quantize};
+use classtune::gguf::GgmlType;
+use classtune::gpu::{Gpu, GpuError, GpuOptions};
+use classtune::kernels::matmul::{
+    embedding, embedding_cpu, matmul, matmul_cpu, matmul_rows, matmul_with, MatmulKernel, Params, Weight,
+};
+use half::f16;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+const TYPES: [GgmlType; 8] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+];
+
+fn gpu() -> Result<Gpu, GpuError> {
+    pollster::block_on(Gpu::new(GpuOptions::default()))
+}
+
+fn normal(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| (rng.random::<f32>() + rng.random::<f32>() + rng.random::<f32>() - 1.5) * 2.0 * scale).collect()
+}
+
+/// GGUF bytes of a random [rows × cols] weight of type `ty` and their exact values.
+fn random_weight(rng: &mut StdRng, ty: GgmlType, rows: usize, cols: usize) -> (Vec<u8>, Vec<f32>) {
+    let n = rows * cols;
+    let bytes = match ty {
+        GgmlType::Q4_K | GgmlType::Q6_K => {
+            // Random quants with small, finite f16 scales, like a real K-quant tensor.
+            let mut bytes: Vec<u8> = (0..n / 256 * ty.block_bytes()).map(|_| rng.random()).collect();
+            for block in bytes.chunks_exact_mut(ty.block_bytes()) {
+                let mut scale = |at: usize, rng: &mut StdRng| {
+                    let v = f16::from_f32(rng.random_range(0.0005..0.004));
+                    block[at..at + 2].copy_from_slice(&v.to_le_bytes());
+                };
+                if ty == GgmlType::Q4_K {
+                    scale(0, rng);
+                    scale(2, rng);
+                } else {
+                    scale(208, rng);
+                }
+            }
+            bytes
+        }
+        _ => quantize(ty, &normal(rng, n, 0.1)).expect("quantize"),
+    };
+    let values = dequantize(ty, &bytes, n).expect("dequantize");
+    (bytes, values)
+}
+
+/// |got − want| ≤ 1e-6 + 1e-5 · Σ|x·w| (+ relative slack), reporting the first miss.
+fn check(what: &str, got: &[f32], want: &[f32], scale: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for i in 0..want.len() {
+        let tol = 1e-6 + 2e-5 * scale[i] + 1e-5 * want[i].abs();
+        assert!((got[i] - want[i]).abs() <= tol, "{what}: index {i}: gpu {} vs cpu {} (tol {tol})", got[i], want[i]);
+    }
+}
+
+fn kernels(gpu: &Gpu) -> Vec<MatmulKernel> {
+    let mut all = vec![MatmulKernel::Tiled, MatmulKernel::Vector];
+    if gpu.has_subgroups() {
+        all.push(MatmulKernel::SubgroupTiled);
+    }
+    all
+}
+
+#[test]
+fn params_match_the_shader() {
+    // 12 u32 fields in shaders/matmul.wgsl `Params`.
+    assert_eq!(std::mem::size_of::<Params>(), 48);
+}
+
+#[test]
+fn matmul_every_type_kernel_and_shape() -> Result<(), GpuError> {
+    let gpu = gpu()?;
+    println!("{}", gpu.describe());
+    let mut rng = StdRng::seed_from_u64(7);
+    for ty in TYPES {
+        let shapes: [(usize, usize); 2] = if ty.block_len() == 256 { [(97, 512), (1000, 256)] } else { [(97, 160), (1000, 96)] };
+        for (n, k) in shapes {
+            let (bytes, wv) = random_weight(&mut rng, ty, n, k);
+            let w = Weight::upload(&gpu, "w", ty, n, k, &bytes)?;
+            let abs_w: Vec<f32> = wv.iter().map(|v| v.abs()).collect();
+            let bias_v = normal(&mut rng, n, 1.0);
+            let bias = gpu.upload("bias", bytemuck::cast_slice(&bias_v))?;
+            for tokens in [1usize, 7, 33, 130] {
+                let x = normal(&mut rng, tokens * k, 1.0);
+                let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+                let scale = matmul_cpu(&abs_x, &abs_w, None, tokens, n, k);
+                let xb = gpu.upload("x", bytemuck::cast_slice(&x))?;
+                for (i, kernel) in kernels(&gpu).into_iter().enumerate() {
+                    let with_bias = (i + tokens) % 2 == 0;
+                    let b = with_bias.then_some(&bias);
+                    let want = matmul_cpu(&x, &wv, with_bias.then_some(&bias_v[..]), tokens, n, k);
+                    let y = gpu.buffer("y", 4 * (tokens * n) as u64)?;
+                    let mut batch = gpu.batch();
+                    pollster::block_on(matmul_with(&mut batch, kernel, &xb, &w, b, 0..n, &y, n as u32, tokens as u32))?;
+                    batch.submit()?;
+                    let got = pollster::block_on(gpu.read_f32_prefix(&y, tokens * n))?;
+                    check(&format!("{ty} {kernel:?} n={n} k={k} tokens={tokens} bias={with_bias}"), &got, &want, &scale);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn default_entry_points_and_row_range() -> Result<(), GpuError> {
+    let gpu = gpu()?;
+    let mut rng = StdRng::seed_from_u64(11);
+    let (n, k, tokens) = (301, 64, 9);
+    let (bytes, wv) = random_weight(&mut rng, GgmlType::Q4_1, n, k);
+    let w = Weight::upload(&gpu, "w", GgmlType::Q4_1, n, k, &bytes)?;
+    let x = normal(&mut rng, tokens * k, 1.0);
+    let xb = gpu.upload("x", bytemuck::cast_slice(&x))?;
+    let full = matmul_cpu(&x, &wv, None, tokens, n, k);
+    let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+    let abs_w: Vec<f32> = wv.iter().map(|v| v.abs()).collect();
+    let scale_full = matmul_cpu(&abs_x, &abs_w, None, tokens, n, k);
+    let y = gpu.buffer("y", 4 * (tokens * n) as u64)?;
+    let (start, count, stride) = (13usize, 200usize, 256usize);
+    let yr = gpu.buffer("yr", 4 * (tokens * stride) as u64)?;
+    let mut batch = gpu.batch();
+    pollster::block_on(matmul(&mut batch, &xb, &w, None, &y, tokens as u32))?;
+    pollster::block_on(matmul_rows(&mut batch, &xb, &w, start, count, &yr, stride as u32, tokens as u32))?;
+    batch.submit()?;
+    check("matmul", &pollster::block_on(gpu.read_f32_prefix(&y, tokens * n))?, &full, &scale_full);
+    let got = pollster::block_on(gpu.read_f32_prefix(&yr, tokens * stride))?;
+    let pick = |v: &[f32]| -> Vec<f32> { (0..tokens).flat_map(|t| v[t * n + start..t * n + start + count].to_vec()).collect() };
+    let got_rows: Vec<f32> = (0..tokens).flat_map(|t| got[t * stride..t * stride + count].to_vec()).collect();
+    check("matmul_rows", &got_rows, &pick(&full), &pick(&scale_full));
+    Ok(())
+}
+
+#[test]
+fn embedding_every_type() -> Result<(), GpuError> {
+    let gpu = gpu()?;
+    let mut rng = StdRng::seed_from_u64(3);
+    for ty in TYPES {
+        let (rows, cols) = (53, if ty.block_len() == 256 { 512 } else { 96 });
+        let (bytes, wv) = random_weight(&mut rng, ty, rows, cols);
+        let w = Weight::upload(&gpu, "w", ty, rows, cols, &bytes)?;
+        let ids: Vec<u32> = (0..37).map(|i| if i == 5 { rows as u32 - 1 } else { rng.random_range(0..rows as u32) }).collect();
+        let idb = gpu.upload("ids", bytemuck::cast_slice(&ids))?;
+        let out = gpu.buffer("out", 4 * (ids.len() * cols) as u64)?;
+        let mut batch = gpu.batch();
+        pollster::block_on(embedding(&mut batch, &w, &idb, &out, ids.len() as u32))?;
+        batch.submit()?;
+        let got = pollster::block_on(gpu.read_f32_prefix(&out, ids.len() * cols))?;
+        let want = embedding_cpu(&wv, &ids, cols);
+        for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+            assert!((g - e).abs() <= 1e-6 * e.abs(), "{ty} embedding index {i}: gpu {g} vs cpu {e}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn chunked_weights_give_the_same_results() -> Result<(), GpuError> {
+    let gpu = gpu()?;
+    let mut rng = StdRng::seed_from_u64(5);
+    let (n, k, tokens) = (203, 64, 5);
+    for ty in [GgmlType::Q8_0, GgmlType::F16] {
+        let (bytes, wv) = random_weight(&mut rng, ty, n, k);
+        // 23 rows per chunk: boundaries fall inside workgroup tiles and the row range.
+        let row_bytes = (k / ty.block_len() * classtune::kernels::matmul::gpu_block_bytes(ty)).next_multiple_of(4);
+        let w = Weight::upload_chunked(&gpu, "w", ty, n, k, &bytes, (23 * row_bytes) as u64)?;
+        assert_eq!(w.chunk_count(), n.div_ceil(23), "{ty}");
+        let x = normal(&mut rng, tokens * k, 1.0);
+        let xb = gpu.upload("x", bytemuck::cast_slice(&x))?;
+        let want = matmul_cpu(&x, &wv, None, tokens, n, k);
+        let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+        let abs_w: Vec<f32> = wv.iter().map(|v| v.abs()).collect();
+        let scale = matmul_cpu(&abs_x, &abs_w, None, tokens, n, k);
+        let (start, count) = (40usize, 100usize);
+        let y = gpu.buffer("y", 4 * (tokens * n) as u64)?;
+        let yr = gpu.buffer("yr", 4 * (tokens * count) as u64)?;
+        let ids: Vec<u32> = vec![0, 22, 23, 202, 100];
+        let idb = gpu.upload("ids", bytemuck::cast_slice(&ids))?;
+        let e = gpu.buffer("e", 4 * (ids.len() * k) as u64)?;
+        let mut batch = gpu.batch();
+        for kernel in kernels(&gpu) {
+            pollster::block_on(matmul_with(&mut batch, kernel, &xb, &w, None, 0..n, &y, n as u32, tokens as u32))?;
+        }
+        pollster::block_on(matmul_rows(&mut batch, &xb, &w, start, count, &yr, count as u32, tokens as u32))?;
+        pollster::block_on(embedding(&mut batch, &w, &idb, &e, ids.len() as u32))?;
+        batch.submit()?;
+        check(&format!("{ty} chunked"), &pollster::block_on(gpu.read_f32_prefix(&y, tokens * n))?, &want, &scale);
+        let got = pollster::block_on(gpu.read_f32_prefix(&yr, tokens * count))?;
+        let pick = |v: &[f32]| -> Vec<f32> { (0..tokens).flat_map(|t| v[t * n + start..t * n + start + count].to_vec()).collect() };
+        check(&format!("{ty} chunked rows"), &got, &pick(&want), &pick(&scale));
+        assert_eq!(pollster::block_on(gpu.read_f32_prefix(&e, ids.len() * k))?, embedding_cpu(&wv, &ids, k), "{ty} chunked embedding");
+    }
+    Ok(())
+}
+
+#[test]
+fn weight_over_the_binding_limit_splits() -> Result<(), GpuError> {
+    let gpu = gpu()?;
+    let limit = gpu.limits().max_storage_buffer_binding_size;
+    // Q8_0 rows of 1024 values take 1152 GPU bytes; 120_000 rows are 132 MiB.
+    let (n, k) = (120_000usize, 1024usize);
+    let mut values = vec![0f32; k];
+    values[3] = 1.0;
+    let row = quantize(GgmlType::Q8_0, &values).expect("quantize");
+    let mut bytes = Vec::with_capacity(n * row.len());
+    for _ in 0..n {
+        bytes.extend_from_slice(&row);
+    }
+    let w = Weight::upload(&gpu, "big", GgmlType::Q8_0, n, k, &bytes)?;
+    drop(bytes);
+    assert!(w.gpu_bytes() > limit && w.chunk_count() == 2, "{} bytes in {} chunks", w.gpu_bytes(), w.chunk_count());
+    let x: Vec<f32> = (0..k).map(|i| i as f32).collect();
+    let xb = gpu.upload("x", bytemuck::cast_slice(&x))?;
+    let y = gpu.buffer("y", 4 * n as u64)?;
+    let mut batch = gpu.batch();
+    pollster::block_on(matmul(&mut batch, &xb, &w, None, &y, 1))?;
+    batch.submit()?;
+    let got = pollster::block_on(gpu.read_f32_prefix(&y, n))?;
+    let want = 3.0 * dequantize(GgmlType::Q8_0, &row, k).expect("dequantize")[3];
+    if let Some(i) = got.iter().position(|v| *v != want) {
+        panic!("row {i}: {} instead of {want}", got[i]);
+    }
+    Ok(())
+}
+
+#[test]
+fn bad_shapes_are_errors() -> Result<(), GpuError> {
+    let gpu = gpu()?;
+    assert!(Weight::upload(&gpu, "w", GgmlType::Q4_0, 2, 48, &[0; 72]).is_err(), "cols not whole blocks");
+    assert!(Weight::upload(&gpu, "w", GgmlType::Q4_0, 2, 64, &[0; 71]).is_err(), "wrong byte count");
+    let w = Weight::upload(&gpu, "w", GgmlType::F32, 4, 8, &[0; 128])?;
+    let x = gpu.buffer("x", 4 * 8)?;
+    let y = gpu.buffer("y", 4 * 4)?;
+    let mut batch = gpu.batch();
+    let too_many_tokens = pollster::block_on(matmul(&mut batch, &x, &w, None, &y, 2));
+    assert!(matches!(too_many_tokens, Err(GpuError::Shape { .. })), "{too_many_tokens:?}");
+    let past_end = pollster::block_on(matmul_rows(&mut batch, &x, &w, 2, 3, &y, 4, 1));
+    assert!(matches!(past_end, Err(GpuError::Shape { .. })), "{past_end:?}");
+    Ok(())
+}
