@@ -84,7 +84,10 @@ async fn run() -> Result<(), GpuError> {
     for (m, n, k) in shapes {
         let numpy = numpy_gflops(m, n, k);
         println!("\nX[{m}×{k}] · W[{n}×{k}]ᵀ   numpy sgemm: {}", numpy.map_or("n/a".into(), |g| format!("{g:.1} GFLOP/s")));
-        let y = gpu.buffer("y", 4 * (m * n) as u64)?;
+        // The lm_head shape's output (192 MiB) exceeds one binding: vocab chunks, as in
+        // the model, all in one submit.
+        let chunk = n.min((64 << 20) / (4 * m));
+        let y = gpu.buffer("y", 4 * (m * chunk) as u64)?;
         for &ty in &types {
             // K-quant rows are whole 256-value super-blocks: 576 becomes 768 for them.
             let k = k.next_multiple_of(ty.block_len());
@@ -96,7 +99,10 @@ async fn run() -> Result<(), GpuError> {
             let mut times = Vec::new();
             for i in 0..runs + 1 {
                 let mut batch = gpu.batch();
-                matmul_with(&mut batch, kernel, &xb, &w, None, 0..n, &y, n as u32, m as u32).await?;
+                for start in (0..n).step_by(chunk) {
+                    let rows = start..(start + chunk).min(n);
+                    matmul_with(&mut batch, kernel, &xb, &w, None, rows, &y, chunk as u32, m as u32).await?;
+                }
                 let start = Instant::now();
                 batch.submit()?;
                 gpu.finish().await?;

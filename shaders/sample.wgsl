@@ -13,7 +13,8 @@
 //                    id order whose running sum of e exceeds u * sum_{kept} e
 // The thresholds are found by bisection over the order-preserving u32 key of f32 (32
 // scans of the vocabulary each), so no sort of 152k values is needed; every threshold
-// is exactly one of the x values. Sampling has no backward.
+// is exactly one of the x values. Loops are shaped for llvmpipe, which exits every loop
+// of an invocation after 65535 iterations in all (see `scan`). Sampling has no backward.
 //
 // argmax_rows: per-row greedy argmax over [rows, vocab] (no penalty), ties -> lowest id.
 
@@ -110,10 +111,6 @@ fn key_of(v: f32) -> u32 {
     return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
 }
 
-fn value_of(k: u32) -> f32 {
-    return select(bitcast<f32>(~k), bitcast<f32>(k & 0x7fffffffu), (k & 0x80000000u) != 0u);
-}
-
 // (value, id) with ties to the lowest id; EMPTY ids lose. Ends with red_u[0] = winner.
 fn reduce_argmax(lid: u32, v: f32, i: u32) {
     red_f[lid] = v;
@@ -147,35 +144,43 @@ fn reduce_sum_f(lid: u32, v: f32) -> f32 {
     return red_f[0];
 }
 
-fn reduce_sum_u(lid: u32, v: u32) -> u32 {
-    workgroupBarrier();
-    red_u[lid] = v;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) {
-            red_u[lid] += red_u[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    return red_u[0];
+// One bisection step's measure over the kept candidates key(x) >= k: their count, or
+// with `mass` their sum of exp(x - xmax). The vocabulary is scanned on raw logits
+// (unrolled by four and without hash lookups, to stay far below llvmpipe's 65535 loop
+// iterations per invocation over 64 scans), then the distinct history ids in the table
+// swap their raw term for their penalised one. Raw values are clamped to xmax so a
+// penalised-away large logit neither overflows nor cancels badly.
+fn raw_x(id: u32, xmax: f32) -> f32 {
+    return min(logits[p.row * p.vocab + id] / p.temperature, xmax);
 }
 
-// How many ids have key(x) >= k.
-fn count_at_least(lid: u32, k: u32) -> u32 {
-    var c = 0u;
-    for (var i = lid; i < p.vocab; i += WG) {
-        c += select(0u, 1u, key_of(scaled(i)) >= k);
+fn term(x: f32, k: u32, xmax: f32, mass: bool) -> f32 {
+    if (key_of(x) < k) {
+        return 0.0;
     }
-    return reduce_sum_u(lid, c);
+    return select(1.0, exp(x - xmax), mass);
 }
 
-// sum of exp(x - xmax) over ids with key(x) >= k.
-fn mass_at_least(lid: u32, k: u32, xmax: f32) -> f32 {
+fn scan(lid: u32, k: u32, xmax: f32, mass: bool) -> f32 {
     var s = 0.0;
-    for (var i = lid; i < p.vocab; i += WG) {
-        let x = scaled(i);
-        if (key_of(x) >= k) {
-            s += exp(x - xmax);
+    for (var i = lid; i < p.vocab; i += 4u * WG) {
+        s += term(raw_x(i, xmax), k, xmax, mass);
+        if (i + WG < p.vocab) {
+            s += term(raw_x(i + WG, xmax), k, xmax, mass);
+        }
+        if (i + 2u * WG < p.vocab) {
+            s += term(raw_x(i + 2u * WG, xmax), k, xmax, mass);
+        }
+        if (i + 3u * WG < p.vocab) {
+            s += term(raw_x(i + 3u * WG, xmax), k, xmax, mass);
+        }
+    }
+    if (p.penalty != 1.0 && p.history_len > 0u) {
+        for (var slot = lid; slot < TABLE; slot += WG) {
+            let id = atomicLoad(&table[slot]);
+            if (id != EMPTY) {
+                s += term(scaled(id), k, xmax, mass) - term(raw_x(id, xmax), k, xmax, mass);
+            }
         }
     }
     return reduce_sum_f(lid, s);
@@ -189,9 +194,11 @@ fn sample_forward(@builtin(local_invocation_index) lid: u32) {
     var bv = 0.0;
     var bi = EMPTY;
     for (var i = lid; i < p.vocab; i += WG) {
-        var v = penalized(i);
-        if (!greedy) {
-            v = v / p.temperature;
+        var v: f32;
+        if (greedy) {
+            v = penalized(i);
+        } else {
+            v = scaled(i); // the same expression the scans and the draw use
         }
         if (bi == EMPTY || v > bv) {
             bv = v;
@@ -215,7 +222,7 @@ fn sample_forward(@builtin(local_invocation_index) lid: u32) {
         var hi = top_key + 1u;
         for (var it = 0u; it < 32u; it++) {
             let mid = lo + (hi - lo) / 2u;
-            if (count_at_least(lid, mid) >= p.top_k) {
+            if (scan(lid, mid, xmax, false) >= f32(p.top_k)) {
                 lo = mid;
             } else {
                 hi = mid;
@@ -223,11 +230,11 @@ fn sample_forward(@builtin(local_invocation_index) lid: u32) {
         }
     }
     if (p.top_p < 1.0) {
-        let target = p.top_p * mass_at_least(lid, lo, xmax);
+        let goal = p.top_p * scan(lid, lo, xmax, true);
         var hi = top_key + 1u;
         for (var it = 0u; it < 32u; it++) {
             let mid = lo + (hi - lo) / 2u;
-            if (mass_at_least(lid, mid, xmax) >= target) {
+            if (scan(lid, mid, xmax, true) >= goal) {
                 lo = mid;
             } else {
                 hi = mid;
@@ -254,7 +261,7 @@ fn sample_forward(@builtin(local_invocation_index) lid: u32) {
         for (var c = 0u; c < WG; c++) {
             total += red_f[c];
         }
-        let target = p.u * total;
+        let goal = p.u * total;
         var run = 0.0;
         var chosen = EMPTY;
         var last = 0u;
@@ -262,14 +269,14 @@ fn sample_forward(@builtin(local_invocation_index) lid: u32) {
             let s = red_f[c];
             if (s > 0.0) {
                 last = c;
-                if (chosen == EMPTY && run + s > target) {
+                if (chosen == EMPTY && run + s > goal) {
                     chosen = c;
-                    pick_rest = target - run;
+                    pick_rest = goal - run;
                 }
             }
             run += s;
         }
-        // Rounding can leave target at or past the total: take the last kept id.
+        // Rounding can leave goal at or past the total: take the last kept id.
         if (chosen == EMPTY) {
             chosen = last;
             pick_rest = red_f[last];

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use classtune::chat::{stop_ids, ChatError, ChatTemplate, Message};
+use classtune::chat::{stop_ids, ChatError, ChatTemplate, Message, SpecialTokens};
 use classtune::gguf::write::GgufWriter;
-use classtune::gguf::{Gguf, MappedFile, Value};
+use classtune::gguf::{Gguf, MappedFile, Value, ValueType};
 use classtune::tokenizer::Tokenizer;
 use serde_json::Value as Json;
 
@@ -173,4 +173,120 @@ fn tiny_fixture_templates_load() {
         assert!(!stop_ids(&tok).is_empty());
         let _ = chat.render(&[Message::user("hello")], true);
     }
+}
+
+fn rejection_reason(result: Result<ChatTemplate, ChatError>) -> String {
+    match result {
+        Err(ChatError::UnsupportedTemplate { reason, .. }) => {
+            eprintln!("{reason}");
+            reason
+        }
+        other => panic!("expected UnsupportedTemplate, got {other:?}"),
+    }
+}
+
+#[test]
+fn llama3_is_rejected_as_not_chatml_with_or_without_tokens() {
+    let fx = fixture();
+    let source = fx["templates"]["llama3"].as_str().unwrap();
+    let tokens = SpecialTokens {
+        bos: Some("<|begin_of_text|>".into()),
+        eos: Some("<|eot_id|>".into()),
+    };
+    let reason = rejection_reason(ChatTemplate::from_jinja_with_tokens(source, &tokens));
+    assert!(reason.contains("not ChatML"), "{reason}");
+    assert!(
+        reason.contains("<|begin_of_text|><|start_header_id|>user"),
+        "{reason}"
+    );
+    // Without tokens, bos_token is undefined and prints as nothing (not "None").
+    let reason = rejection_reason(ChatTemplate::from_jinja(source));
+    assert!(
+        reason.contains("renders as \"<|start_header_id|>user"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn hugging_face_jinja_features() {
+    // Python string methods, `raise_exception` on a branch the probes never take,
+    // `{% generation %}` and `bos_token` used only in a test.
+    let source = "{%- if bos_token is not defined %}{{ raise_exception('no bos') }}{% endif %}\n\
+        {%- for message in messages %}\n\
+        {%- if message.role not in ['system', 'user', 'assistant'] %}{{ raise_exception('bad role') }}{% endif %}\n\
+        {%- if message.role == 'assistant' %}\n\
+        {{- '<|im_start|>assistant\\n' }}{% generation %}{{ message.content }}{% endgeneration %}{{ '<|im_end|>\\n' }}\n\
+        {%- else %}\n\
+        {{- '<|im_start|>' + message.role.strip() + '\\n' + message['content'] + '<|im_end|>\\n' }}\n\
+        {%- endif %}\n\
+        {%- endfor %}\n\
+        {%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}\n";
+    let tokens = SpecialTokens {
+        bos: Some("<s>".into()),
+        eos: None,
+    };
+    let chat = ChatTemplate::from_jinja_with_tokens(source, &tokens).unwrap();
+    assert_eq!(chat, ChatTemplate::chatml());
+    // Without a BOS token the template raises, and its message is the reason.
+    let reason = rejection_reason(ChatTemplate::from_jinja(source));
+    assert!(reason.contains("no bos"), "{reason}");
+}
+
+#[test]
+fn template_errors_carry_minijinja_messages() {
+    let reason = rejection_reason(ChatTemplate::from_jinja(
+        "{% for m in messages %}\n{{ m.content }}",
+    ));
+    assert!(
+        reason.starts_with("cannot parse it: syntax error"),
+        "{reason}"
+    );
+    let reason = rejection_reason(ChatTemplate::from_jinja(
+        "{% for m in messages %}\n{{ no_such_function(m) }}{% endfor %}",
+    ));
+    assert!(
+        reason.contains("unknown function") && reason.contains("no_such_function(m)"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn from_gguf_reads_bos_and_eos_tokens() {
+    let gguf_with = |bos: u32| {
+        let tokens = ["<unk>", "<s>", "</s>"].map(|t| Value::String(t.into()));
+        let mut w = GgufWriter::new();
+        w.set(
+            "tokenizer.chat_template",
+            Value::String("{{ bos_token }}|{{ eos_token }}".into()),
+        );
+        w.set(
+            "tokenizer.ggml.tokens",
+            Value::Array(ValueType::String, tokens.to_vec()),
+        );
+        w.set("tokenizer.ggml.bos_token_id", Value::U32(bos));
+        w.set("tokenizer.ggml.eos_token_id", Value::U32(2));
+        w.to_bytes()
+    };
+    let bytes = gguf_with(1);
+    let gguf = Gguf::parse(&bytes, bytes.len() as u64).unwrap();
+    assert_eq!(
+        SpecialTokens::from_gguf(&gguf).unwrap(),
+        SpecialTokens {
+            bos: Some("<s>".into()),
+            eos: Some("</s>".into()),
+        }
+    );
+    let reason = rejection_reason(ChatTemplate::from_gguf(&gguf));
+    assert!(reason.contains("renders as \"<s>|</s>\""), "{reason}");
+
+    let bytes = gguf_with(7);
+    let gguf = Gguf::parse(&bytes, bytes.len() as u64).unwrap();
+    assert!(matches!(
+        ChatTemplate::from_gguf(&gguf),
+        Err(ChatError::TokenId {
+            id: 7,
+            vocab_size: 3,
+            ..
+        })
+    ));
 }

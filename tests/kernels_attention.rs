@@ -3,7 +3,8 @@
 
 use classtune::gpu::{Gpu, GpuError, GpuOptions};
 use classtune::kernels::attention::{
-    attention_forward, attention_forward_cpu, attention_forward_path, AttentionPath, AttentionShape,
+    attention_forward, attention_forward_cpu, attention_forward_path, loop_estimate, AttentionPath, AttentionShape,
+    LOOP_BUDGET,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -19,6 +20,10 @@ fn shape(n_query: u32, past_len: u32, n_head: u32, n_kv_head: u32, head_dim: u32
 }
 
 async fn check(gpu: &Gpu, rng: &mut StdRng, s: AttentionShape) -> Result<(), GpuError> {
+    check_paths(gpu, rng, s, &[AttentionPath::Tiled, AttentionPath::Decode]).await
+}
+
+async fn check_paths(gpu: &Gpu, rng: &mut StdRng, s: AttentionShape, paths: &[AttentionPath]) -> Result<(), GpuError> {
     let (t, hq, hkv, hd) = (s.n_query as usize, s.n_head as usize, s.n_kv_head as usize, s.head_dim as usize);
     let used = s.past_len as usize + t;
     let cap = used + 3;
@@ -33,7 +38,7 @@ async fn check(gpu: &Gpu, rng: &mut StdRng, s: AttentionShape) -> Result<(), Gpu
     let qb = gpu.upload("q", bytemuck::cast_slice(&q))?;
     let kb = gpu.upload("k_cache", bytemuck::cast_slice(&k))?;
     let vb = gpu.upload("v_cache", bytemuck::cast_slice(&v))?;
-    for path in [AttentionPath::Tiled, AttentionPath::Decode] {
+    for &path in paths {
         let ob = gpu.buffer("out", 4 * (t * hq * hd) as u64)?;
         let lb = gpu.buffer("lse", 4 * (hq * t) as u64)?;
         let mut batch = gpu.batch();
@@ -99,6 +104,36 @@ fn attention_checks_shapes() -> Result<(), GpuError> {
         let lse = gpu.buffer("lse", 4 * 8 * 4)?;
         let bad = attention_forward(&mut batch, &q, &kv, &kv, &out, &lse, s).await;
         assert!(matches!(bad, Err(GpuError::Shape { .. })), "{bad:?}");
+        Ok(())
+    })
+}
+
+/// llvmpipe leaves every loop of an invocation after 65535 iterations in all: shapes
+/// just under the estimate's budget must still be right, and the tiled path must
+/// refuse (and `Auto` reroute) shapes past it.
+#[test]
+fn attention_near_the_loop_budget() -> Result<(), GpuError> {
+    pollster::block_on(async {
+        let gpu = Gpu::new(GpuOptions::default()).await?;
+        let mut rng = StdRng::seed_from_u64(8);
+        let mut s = shape(8, 0, 2, 1, 64);
+        while loop_estimate(AttentionPath::Tiled, &shape(8, s.past_len + 64, 2, 1, 64)) <= LOOP_BUDGET {
+            s.past_len += 64;
+        }
+        assert!(s.past_len > 4000, "{s:?}");
+        check_paths(&gpu, &mut rng, s, &[AttentionPath::Tiled, AttentionPath::Decode]).await?;
+
+        let over = shape(8, s.past_len + 200, 2, 1, 64);
+        assert!(loop_estimate(AttentionPath::Tiled, &over) > LOOP_BUDGET);
+        check_paths(&gpu, &mut rng, over, &[AttentionPath::Auto]).await?;
+        let used = (over.past_len + over.n_query) as u64;
+        let q = gpu.buffer("q", 4 * 8 * 2 * 64)?;
+        let kv = gpu.buffer("kv", 4 * used * 64)?;
+        let out = gpu.buffer("out", 4 * 8 * 2 * 64)?;
+        let lse = gpu.buffer("lse", 4 * 2 * 8)?;
+        let mut batch = gpu.batch();
+        let refused = attention_forward_path(&mut batch, &q, &kv, &kv, &out, &lse, over, AttentionPath::Tiled).await;
+        assert!(matches!(refused, Err(GpuError::Shape { .. })), "{refused:?}");
         Ok(())
     })
 }

@@ -10,7 +10,19 @@ use classtune::gpu::{Gpu, GpuOptions};
 use classtune::model::{GenerateOptions, Generator, KvCache, Model, StopReason};
 use reference::{argmax, ids, root, Reference};
 
+/// The bound for SmolLM2; we measure about 1e-4.
 const TOLERANCE: f32 = 2e-2;
+/// Tiny f32 models: independent loaders agree with the references to about 3e-5.
+const TINY_TOLERANCE: f32 = 1e-3;
+/// Greedy tokens are compared up to the first step whose top-two logit gap in the
+/// reference is below this: past a near-tie two correct f32 engines may diverge.
+const TIE: f64 = 1e-3;
+
+/// How many leading greedy tokens are decided by a clear margin.
+fn decided_prefix(greedy: &serde_json::Value) -> usize {
+    let margins = greedy["top2_margins"].as_array().unwrap();
+    margins.iter().position(|m| m.as_f64().unwrap() < TIE).unwrap_or(margins.len())
+}
 
 async fn load(gpu: &Gpu, name: &str) -> Model {
     let path = root().join("fixtures/tiny").join(format!("{name}.gguf"));
@@ -34,7 +46,7 @@ async fn check_tiny(name: &str) {
             for (v, (x, y)) in a.iter().zip(b).enumerate() {
                 let d = (x - y).abs();
                 worst = worst.max(d);
-                assert!(d <= TOLERANCE, "{name} {} position {p} token {v}: ours {x}, reference {y}", seq["name"]);
+                assert!(d <= TINY_TOLERANCE, "{name} {} position {p} token {v}: ours {x}, reference {y}", seq["name"]);
             }
             positions += 1;
             agree += usize::from(argmax(a) == argmax(b));
@@ -51,7 +63,8 @@ async fn check_tiny(name: &str) {
     let options = GenerateOptions { max_tokens: expected.len(), temperature: 0.0, ..Default::default() };
     let (tokens, reason) = generator.generate(&gpu, &prompt, &options, |_| true).await.unwrap();
     assert_eq!(reason, StopReason::MaxTokens);
-    assert_eq!(tokens, expected, "{name}: greedy generation differs");
+    let n = decided_prefix(greedy);
+    assert_eq!(tokens[..n], expected[..n], "{name}: greedy generation differs");
 }
 
 #[test]
@@ -146,6 +159,8 @@ fn smollm2_matches_transformers() {
             let mut generator = Generator::new(&gpu, &model, 512).unwrap();
             let options = GenerateOptions { max_tokens: 64, temperature: 0.0, stop: vec![2], ..Default::default() };
             let (tokens, _) = generator.generate(&gpu, &ids(&seq["ids"]), &options, |_| true).await.unwrap();
+            let n = decided_prefix(greedy);
+            assert!(n == expected.len(), "{prompt_name}: the reference has a near-tie at step {n}");
             assert_eq!(tokens, expected, "greedy continuation of {prompt_name} differs");
         }
     });

@@ -109,7 +109,9 @@ fn adapter_view(report: GpuReport) -> impl IntoView {
         <div data-testid="adapter-report">
             <p>
                 "WebGPU adapter: "
-                <strong data-testid="adapter">{report.description.clone()}</strong>
+                <strong data-testid="adapter-name">{adapter_name(&report)}</strong>
+                " "
+                <span class="detail" data-testid="adapter">{report.description.trim().to_string()}</span>
             </p>
             {report.software.then(|| view! {
                 <p class="warn" data-testid="software-adapter">
@@ -128,6 +130,12 @@ fn adapter_view(report: GpuReport) -> impl IntoView {
             </p>
         </div>
     }
+}
+
+/// "google swiftshader", falling back to the engine's description.
+fn adapter_name(report: &GpuReport) -> String {
+    let name = format!("{} {}", report.vendor, report.architecture).trim().to_string();
+    if name.is_empty() { "unnamed adapter".to_string() } else { name }
 }
 
 fn mib(bytes: u64) -> String {

@@ -79,6 +79,10 @@ pub enum FromWorker {
 pub struct GpuReport {
     /// `Gpu::describe()`: adapter name, backend, device type, subgroups.
     pub description: String,
+    /// The browser's `GPUAdapterInfo.vendor` and `.architecture` (wgpu only maps the
+    /// description, which Chrome often leaves empty); empty where unknown.
+    pub vendor: String,
+    pub architecture: String,
     /// The adapter runs on the CPU (SwiftShader, lavapipe): expect it to be slow.
     pub software: bool,
     pub subgroups: bool,
@@ -167,7 +171,9 @@ mod tests {
         let replies = [
             FromWorker::Ready,
             FromWorker::Gpu(GpuReport {
-                description: "SwiftShader (BrowserWebGpu, Cpu)".into(),
+                description: " (BrowserWebGpu, Cpu)".into(),
+                vendor: "google".into(),
+                architecture: "swiftshader".into(),
                 software: true,
                 subgroups: false,
                 limits,

@@ -109,8 +109,11 @@ impl EngineWorker {
             }
         };
         let limits = gpu.limits();
+        let (vendor, architecture) = browser_adapter_info().await.unwrap_or_default();
         self.post(&FromWorker::Gpu(GpuReport {
             description: gpu.describe(),
+            vendor,
+            architecture,
             // wgpu maps WebGPU's `isFallbackAdapter` to a CPU device type.
             software: format!("{:?}", gpu.info().device_type) == "Cpu",
             subgroups: gpu.has_subgroups(),
@@ -124,6 +127,22 @@ impl EngineWorker {
             self_test,
         }));
     }
+}
+
+/// `vendor` and `architecture` of the browser's own `GPUAdapterInfo`, which wgpu does
+/// not map. A second `requestAdapter()` is cheap and leaves the engine's device alone.
+async fn browser_adapter_info() -> Option<(String, String)> {
+    let get = |target: &JsValue, key: &str| js_sys::Reflect::get(target, &key.into()).ok();
+    let gpu = get(&get(&js_sys::global(), "navigator")?, "gpu")?;
+    let request: js_sys::Function = get(&gpu, "requestAdapter")?.dyn_into().ok()?;
+    let promise: js_sys::Promise = request.call0(&gpu).ok()?.dyn_into().ok()?;
+    let adapter = wasm_bindgen_futures::JsFuture::from(promise).await.ok()?;
+    if adapter.is_null() || adapter.is_undefined() {
+        return None;
+    }
+    let info = get(&adapter, "info")?;
+    let text = |key: &str| get(&info, key).and_then(|v| v.as_string()).unwrap_or_default();
+    Some((text("vendor"), text("architecture")))
 }
 
 /// One dispatch and readback of 1000 values through the engine's runtime.

@@ -138,6 +138,15 @@ pub async fn generate(path: &Path, prompt: &str, chat: bool, mut options: Genera
     Ok(())
 }
 
+pub async fn logits(path: &Path, ids: &[u32]) -> Result<()> {
+    let (gpu, model, _, _) = load(path).await?;
+    let mut cache = KvCache::new(&gpu, &model.config, ids.len())?;
+    let logits = model.logits(&gpu, &mut cache, ids).await?;
+    let rows: Vec<&[f32]> = logits.chunks(model.config.vocab).collect();
+    println!("{}", serde_json::json!({ "ids": ids, "vocab": model.config.vocab, "logits": rows }));
+    Ok(())
+}
+
 pub async fn score(path: &Path, data: &Path, seq_len: usize) -> Result<()> {
     if seq_len < 2 {
         return Err("--seq-len must be at least 2".into());

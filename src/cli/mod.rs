@@ -48,6 +48,15 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Logits of every position for the given token ids, as JSON (for parity checks
+    /// against other engines and the browser build).
+    Logits {
+        #[arg(long)]
+        model: PathBuf,
+        /// Comma-separated token ids.
+        #[arg(long, value_delimiter = ',', required = true)]
+        ids: Vec<u32>,
+    },
     /// Mean negative log-likelihood of a text file under the model, as JSON.
     Score {
         #[arg(long)]
@@ -78,6 +87,7 @@ pub fn main() -> ExitCode {
                 };
                 commands::generate(&model, &prompt, chat, options).await
             }
+            Command::Logits { model, ids } => commands::logits(&model, &ids).await,
             Command::Score { model, data, seq_len } => commands::score(&model, &data, seq_len).await,
         }
     });

@@ -96,7 +96,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, Gguf
 /// need to produce them.
 pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>, GgufError> {
     let block = ty.block_len();
-    if values.len() % block != 0 {
+    if !values.len().is_multiple_of(block) {
         return Err(bad("quantize", ty, values.len(), format!("{} values are not whole {ty} blocks", values.len())));
     }
     let mut out = Vec::with_capacity(values.len() / block * ty.block_bytes());

@@ -121,10 +121,10 @@ pub async fn attention_forward_path(
 ) -> Result<(), GpuError> {
     const NAME: &str = "attention_forward";
     let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim } = shape;
-    if head_dim == 0 || head_dim > MAX_HEAD_DIM || head_dim % 4 != 0 {
+    if head_dim == 0 || head_dim > MAX_HEAD_DIM || !head_dim.is_multiple_of(4) {
         return Err(GpuError::shape(NAME, format!("head_dim {head_dim} must be a multiple of 4 up to {MAX_HEAD_DIM}")));
     }
-    if n_kv_head == 0 || n_head % n_kv_head != 0 {
+    if n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) {
         return Err(GpuError::shape(NAME, format!("n_head {n_head} is not a multiple of n_kv_head {n_kv_head}")));
     }
     let (t, hd) = (n_query as u64, head_dim as u64);

@@ -35,7 +35,7 @@ pub async fn rmsnorm_forward(
     ensure_len(NAME, "weight", weight, dim as u64)?;
     ensure_len(NAME, "y", y, n)?;
     ensure_len(NAME, "rstd", rstd, rows as u64)?;
-    if !(eps >= 0.0) {
+    if eps.is_nan() || eps < 0.0 {
         return Err(GpuError::shape(NAME, format!("eps {eps} must be >= 0")));
     }
     if n == 0 {

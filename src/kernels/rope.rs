@@ -87,7 +87,7 @@ pub async fn rope_forward(
     style: RopeStyle,
 ) -> Result<(), GpuError> {
     const NAME: &str = "rope_forward";
-    if head_dim % 2 != 0 {
+    if !head_dim.is_multiple_of(2) {
         return Err(GpuError::shape(NAME, format!("head_dim {head_dim} must be even")));
     }
     let pairs = rows as u64 * heads as u64 * (head_dim / 2) as u64;

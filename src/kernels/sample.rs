@@ -14,6 +14,10 @@ const SOURCE: &str = include_str!("../../shaders/sample.wgsl");
 /// Most history ids the penalty takes (half the shader's hash table, `TABLE / 2`).
 pub const MAX_HISTORY: u32 = 1024;
 
+/// Largest vocabulary: one thread's loops over it (64 bisection scans) stay well below
+/// the 65535 loop iterations per invocation after which llvmpipe silently exits loops.
+pub const MAX_VOCAB: u32 = 1 << 18;
+
 /// How the next token is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplerConfig {
@@ -81,8 +85,8 @@ pub async fn sample_forward(
 ) -> Result<(), GpuError> {
     const NAME: &str = "sample_forward";
     let SampleShape { vocab, row, history_start, history_len, out_index } = shape;
-    if vocab == 0 {
-        return Err(GpuError::shape(NAME, "vocab is 0"));
+    if vocab == 0 || vocab > MAX_VOCAB {
+        return Err(GpuError::shape(NAME, format!("vocab {vocab} is not in 1..={MAX_VOCAB}")));
     }
     if history_len > MAX_HISTORY {
         return Err(GpuError::shape(NAME, format!("history_len {history_len} exceeds {MAX_HISTORY}")));
@@ -91,7 +95,8 @@ pub async fn sample_forward(
         return Err(GpuError::shape(NAME, format!("u = {u} is not in [0, 1)")));
     }
     let SamplerConfig { temperature, top_k, top_p, repetition_penalty } = *config;
-    if !(temperature >= 0.0 && temperature.is_finite()) || !(repetition_penalty > 0.0) || top_p.is_nan() {
+    let valid = temperature.is_finite() && temperature >= 0.0 && repetition_penalty.is_finite() && repetition_penalty > 0.0;
+    if !valid || top_p.is_nan() {
         return Err(GpuError::shape(
             NAME,
             format!("temperature {temperature} must be finite and >= 0, penalty {repetition_penalty} > 0, top_p a number"),
@@ -122,8 +127,8 @@ pub async fn sample_forward(
 /// `out[t]` (u32) = argmax of `logits` row `t` of [rows, vocab], ties to the lowest id.
 pub async fn argmax_rows(batch: &mut Batch<'_>, logits: &Buffer, out: &Buffer, rows: u32, vocab: u32) -> Result<(), GpuError> {
     const NAME: &str = "argmax_rows";
-    if vocab == 0 {
-        return Err(GpuError::shape(NAME, "vocab is 0"));
+    if vocab == 0 || vocab > MAX_VOCAB {
+        return Err(GpuError::shape(NAME, format!("vocab {vocab} is not in 1..={MAX_VOCAB}")));
     }
     ensure_len(NAME, "logits", logits, rows as u64 * vocab as u64)?;
     ensure_len(NAME, "out", out, rows as u64)?;

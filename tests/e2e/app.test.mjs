@@ -45,6 +45,8 @@ describe('with WebGPU', () => {
     await report.waitFor({ timeout: READY_MS });
     const adapter = await page.getByTestId('adapter').innerText();
     assert.match(adapter, /BrowserWebGpu/, `adapter description: ${adapter}`);
+    // The browser's own adapter info: SwiftShader here.
+    assert.match(await page.getByTestId('adapter-name').innerText(), /swiftshader/i);
     assert.match(await page.getByTestId('self-test').innerText(), /passed/);
     // The engine caps its device at the WebGPU defaults it relies on.
     assert.match(await report.innerText(), /Largest storage binding\s+128 MiB/);

@@ -126,6 +126,7 @@ pub async fn matmul(
 
 /// Rows `row_start..row_start + row_count` of the product, without bias, written to
 /// y[t · y_stride + (n − row_start)]: a vocabulary chunk of the lm_head.
+#[allow(clippy::too_many_arguments)] // the row range and output stride are the point of it
 pub async fn matmul_rows(
     batch: &mut Batch<'_>,
     x: &Buffer,

@@ -59,7 +59,7 @@ impl Weight {
         max_chunk_bytes: u64,
     ) -> Result<Weight, GpuError> {
         let shape = |m: String| GpuError::shape("Weight::upload", format!("`{label}` ({ty}, {rows}×{cols}): {m}"));
-        if rows == 0 || cols == 0 || cols % ty.block_len() != 0 {
+        if rows == 0 || cols == 0 || !cols.is_multiple_of(ty.block_len()) {
             return Err(shape(format!("cols must be a positive multiple of the block length {}", ty.block_len())));
         }
         let src_row = cols / ty.block_len() * ty.block_bytes();
