@@ -84,7 +84,9 @@ async fn run(path: &PathBuf) -> Result<(), Box<dyn std::error::Error>> {
         cache.truncate(0);
         let logits = gpu.buffer("bench.logits", (model.config.vocab * 4) as u64)?;
         let t = Instant::now();
-        model.last_logits(&gpu, &mut cache, &prompt, &logits).await?;
+        let mut batch = gpu.batch();
+        model.last_logits(&mut batch, &mut cache, &prompt, &logits).await?;
+        batch.submit()?;
         gpu.read_f32_prefix(&logits, 1).await?;
         prefill.push(PREFILL as f64 / t.elapsed().as_secs_f64());
     }

@@ -129,7 +129,8 @@ setup_e2e() {
     npm ci --prefix "$e2e" --no-audit --no-fund
 }
 
-# dist/: the release build, the default model under models/ and the sample course.
+# dist/: the release build, the default model under models/ and the sample course
+# under sample-course/ (with files.json, the list of its files).
 build_app() {
     log "trunk: building the app (release)"
     (cd "$CLASSTUNE_ROOT" && trunk build --release)
@@ -140,6 +141,15 @@ build_app() {
     if [ -d "$CLASSTUNE_ROOT/sample-course" ]; then
         rm -rf "$dist/sample-course"
         cp -r "$CLASSTUNE_ROOT/sample-course" "$dist/sample-course"
+        # The page cannot list a served folder: give it the file names.
+        python3 - "$dist/sample-course" <<'PY'
+import json, os, sys
+root = sys.argv[1]
+files = sorted(os.path.relpath(os.path.join(d, f), root)
+               for d, _, names in os.walk(root) for f in names if f != "files.json")
+with open(os.path.join(root, "files.json"), "w") as out:
+    json.dump(files, out, indent=1)
+PY
     fi
 }
 

@@ -33,7 +33,7 @@ export CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver}
 export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-300}
 part wasm cargo test --target wasm32-unknown-unknown --test web
 
-e2e_summary="e2e: 0 passed, 0 failed (not run: the app did not build)"
+e2e_summary="e2e: 0 passed, 1 failed (not run: the app did not build)"
 run_e2e() {
     local tap
     tap=$(mktemp)
@@ -44,8 +44,11 @@ run_e2e() {
     passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$tap" | tail -1)
     failed_count=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$tap" | tail -1)
     rm -f "$tap"
-    e2e_summary="e2e: ${passed:-0} passed, ${failed_count:-0} failed"
-    [ $rc -eq 0 ] && [ "${failed_count:-1}" -eq 0 ]
+    passed=${passed:-0} failed_count=${failed_count:-0}
+    # node itself failed (no test could even load): still a failure in the count.
+    [ $rc -eq 0 ] || [ "$failed_count" -gt 0 ] || failed_count=1
+    e2e_summary="e2e: $passed passed, $failed_count failed"
+    [ $rc -eq 0 ] && [ "$failed_count" -eq 0 ]
 }
 if part app bash scripts/setup.sh app; then
     part e2e run_e2e
@@ -55,7 +58,7 @@ fi
 
 printf '\n===== summary =====\n'
 for name in native wasm app e2e; do
-    [ -n "${result[$name]:-}" ] && printf '%-7s %s\n' "$name:" "${result[$name]}"
+    [ -n "${result[$name]:-}" ] && printf '%-6s %s\n' "$name" "${result[$name]}"
 done
 echo "$e2e_summary"
 exit $failed

@@ -30,6 +30,12 @@ impl GgufWriter {
         self
     }
 
+    /// Removes a metadata entry (e.g. when deriving a file from another).
+    pub fn remove(&mut self, key: &str) -> &mut Self {
+        self.metadata.retain(|(k, _)| k != key);
+        self
+    }
+
     /// Adds a tensor of `ty` with GGUF dims (dims[0] fastest) and its encoded bytes.
     pub fn tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> Result<&mut Self, GgufError> {
         let n = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));

@@ -42,6 +42,8 @@ pub struct Batch<'g> {
     gpu: &'g Gpu,
     ops: Vec<Op>,
     params: Vec<u8>,
+    /// Buffers whose owners are gone but whose contents the recorded work still uses.
+    retained: Vec<Buffer>,
 }
 
 /// Workgroup counts for `n` groups in a grid that respects the 65535-per-dimension
@@ -57,7 +59,7 @@ pub fn grid(n: u32) -> [u32; 3] {
 
 impl<'g> Batch<'g> {
     pub(super) fn new(gpu: &'g Gpu) -> Self {
-        Batch { gpu, ops: Vec::new(), params: Vec::new() }
+        Batch { gpu, ops: Vec::new(), params: Vec::new(), retained: Vec::new() }
     }
 
     pub fn gpu(&self) -> &'g Gpu {
@@ -108,6 +110,13 @@ impl<'g> Batch<'g> {
             groups,
         });
         Ok(())
+    }
+
+    /// Keeps `buffers` alive until the batch is submitted: a pooled buffer dropped
+    /// earlier could be handed out and overwritten (queue writes run before the batch),
+    /// and a dropped owned buffer is destroyed.
+    pub fn retain(&mut self, buffers: impl IntoIterator<Item = Buffer>) {
+        self.retained.extend(buffers);
     }
 
     /// Records a buffer-to-buffer copy, ordered with the dispatches around it.
@@ -188,6 +197,7 @@ impl<'g> Batch<'g> {
         drop(pass);
         self.gpu.queue().submit([encoder.finish()]);
         uniforms.destroy();
+        drop(self.retained);
         self.gpu.check_fault()
     }
 }

@@ -61,6 +61,11 @@ struct Activations {
 }
 
 impl Activations {
+    fn into_buffers(self) -> [Buffer; 14] {
+        let a = self;
+        [a.x, a.xn, a.q, a.k, a.v, a.att, a.tmp, a.gate, a.up, a.act, a.rstd, a.lse, a.ids, a.pos]
+    }
+
     fn new(gpu: &Gpu, c: &Config, t: usize) -> Result<Activations, ModelError> {
         let f = |label: &str, n: usize| gpu.scratch(label, (n * 4) as u64);
         Ok(Activations {
@@ -90,9 +95,11 @@ impl Model {
         }
     }
 
-    /// Runs `tokens` after the cache's contents, appends their keys and values, and
-    /// leaves the final-normed hidden states [tokens, hidden] in `act.xn`.
-    async fn run(&self, gpu: &Gpu, cache: &mut KvCache, tokens: &[u32]) -> Result<Activations, ModelError> {
+    /// Records the graph for `tokens` after the cache's contents into `batch`: appends
+    /// their keys and values and leaves the final-normed hidden states [tokens, hidden]
+    /// in the returned `xn`. The caller submits.
+    async fn encode(&self, batch: &mut Batch<'_>, cache: &mut KvCache, tokens: &[u32]) -> Result<Activations, ModelError> {
+        let gpu = batch.gpu();
         let c = &self.config;
         let t = tokens.len();
         if t == 0 {
@@ -111,19 +118,19 @@ impl Model {
         gpu.write(&a.pos, 0, bytemuck::cast_slice(&positions))?;
         let (tt, d) = (t as u32, c.hidden as u32);
         let kv_row = (c.kv_dim() * 4) as u64;
-        let mut batch = gpu.batch();
-        matmul::embedding(&mut batch, &self.embed, &a.ids, &a.x, tt).await?;
+        let batch = &mut *batch;
+        matmul::embedding(batch, &self.embed, &a.ids, &a.x, tt).await?;
         for (i, l) in self.layers.iter().enumerate() {
-            rmsnorm::rmsnorm_forward(&mut batch, &a.x, &l.attn_norm, &a.xn, &a.rstd, tt, d, c.rms_eps).await?;
-            matmul::matmul(&mut batch, &a.xn, &l.wq, l.bq.as_ref(), &a.q, tt).await?;
-            matmul::matmul(&mut batch, &a.xn, &l.wk, l.bk.as_ref(), &a.k, tt).await?;
-            matmul::matmul(&mut batch, &a.xn, &l.wv, l.bv.as_ref(), &a.v, tt).await?;
-            self.rope(&mut batch, &a.q, &a.pos, tt, c.n_heads).await?;
-            self.rope(&mut batch, &a.k, &a.pos, tt, c.n_kv_heads).await?;
+            rmsnorm::rmsnorm_forward(batch, &a.x, &l.attn_norm, &a.xn, &a.rstd, tt, d, c.rms_eps).await?;
+            matmul::matmul(batch, &a.xn, &l.wq, l.bq.as_ref(), &a.q, tt).await?;
+            matmul::matmul(batch, &a.xn, &l.wk, l.bk.as_ref(), &a.k, tt).await?;
+            matmul::matmul(batch, &a.xn, &l.wv, l.bv.as_ref(), &a.v, tt).await?;
+            self.rope(batch, &a.q, &a.pos, tt, c.n_heads).await?;
+            self.rope(batch, &a.k, &a.pos, tt, c.n_kv_heads).await?;
             batch.copy(&a.k, 0, &cache.k[i], past as u64 * kv_row, t as u64 * kv_row)?;
             batch.copy(&a.v, 0, &cache.v[i], past as u64 * kv_row, t as u64 * kv_row)?;
             attention::attention_forward(
-                &mut batch,
+                batch,
                 &a.q,
                 &cache.k[i],
                 &cache.v[i],
@@ -138,17 +145,16 @@ impl Model {
                 },
             )
             .await?;
-            matmul::matmul(&mut batch, &a.att, &l.wo, None, &a.tmp, tt).await?;
-            add::add_forward(&mut batch, &a.tmp, &a.x, tt * d).await?;
-            rmsnorm::rmsnorm_forward(&mut batch, &a.x, &l.ffn_norm, &a.xn, &a.rstd, tt, d, c.rms_eps).await?;
-            matmul::matmul(&mut batch, &a.xn, &l.gate, None, &a.gate, tt).await?;
-            matmul::matmul(&mut batch, &a.xn, &l.up, None, &a.up, tt).await?;
-            swiglu::swiglu_forward(&mut batch, &a.gate, &a.up, &a.act, tt * c.ffn as u32).await?;
-            matmul::matmul(&mut batch, &a.act, &l.down, None, &a.tmp, tt).await?;
-            add::add_forward(&mut batch, &a.tmp, &a.x, tt * d).await?;
+            matmul::matmul(batch, &a.att, &l.wo, None, &a.tmp, tt).await?;
+            add::add_forward(batch, &a.tmp, &a.x, tt * d).await?;
+            rmsnorm::rmsnorm_forward(batch, &a.x, &l.ffn_norm, &a.xn, &a.rstd, tt, d, c.rms_eps).await?;
+            matmul::matmul(batch, &a.xn, &l.gate, None, &a.gate, tt).await?;
+            matmul::matmul(batch, &a.xn, &l.up, None, &a.up, tt).await?;
+            swiglu::swiglu_forward(batch, &a.gate, &a.up, &a.act, tt * c.ffn as u32).await?;
+            matmul::matmul(batch, &a.act, &l.down, None, &a.tmp, tt).await?;
+            add::add_forward(batch, &a.tmp, &a.x, tt * d).await?;
         }
-        rmsnorm::rmsnorm_forward(&mut batch, &a.x, &self.output_norm, &a.xn, &a.rstd, tt, d, c.rms_eps).await?;
-        batch.submit()?;
+        rmsnorm::rmsnorm_forward(batch, &a.x, &self.output_norm, &a.xn, &a.rstd, tt, d, c.rms_eps).await?;
         cache.len = past + t;
         Ok(a)
     }
@@ -169,7 +175,9 @@ impl Model {
     /// Logits of every position, [tokens × vocab] row-major, computed in vocab chunks so
     /// no [tokens × vocab] tensor ever exists on the GPU.
     pub async fn logits(&self, gpu: &Gpu, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
-        let a = self.run(gpu, cache, tokens).await?;
+        let mut batch = gpu.batch();
+        let a = self.encode(&mut batch, cache, tokens).await?;
+        batch.submit()?;
         let (t, vocab) = (tokens.len(), self.config.vocab);
         let chunk = self.vocab_chunk(gpu, t);
         let out = gpu.scratch("logits.chunk", (t * chunk * 4) as u64)?;
@@ -187,16 +195,17 @@ impl Model {
         Ok(logits)
     }
 
-    /// Runs `tokens` and leaves the last position's logits [vocab] in `out` on the GPU.
-    pub async fn last_logits(&self, gpu: &Gpu, cache: &mut KvCache, tokens: &[u32], out: &Buffer) -> Result<(), ModelError> {
-        let a = self.run(gpu, cache, tokens).await?;
+    /// Records the graph for `tokens` and the last position's logits [vocab] into
+    /// `out`; the caller submits (so sampling can join the same submit).
+    pub async fn last_logits(&self, batch: &mut Batch<'_>, cache: &mut KvCache, tokens: &[u32], out: &Buffer) -> Result<(), ModelError> {
+        let a = self.encode(batch, cache, tokens).await?;
         let (t, d) = (tokens.len(), self.config.hidden);
-        let last = gpu.scratch("last", (d * 4) as u64)?;
-        let mut batch = gpu.batch();
+        let last = batch.gpu().scratch("last", (d * 4) as u64)?;
         batch.copy(&a.xn, ((t - 1) * d * 4) as u64, &last, 0, (d * 4) as u64)?;
         // One row of logits is small; the weight's own row chunks bound each binding.
-        matmul::matmul(&mut batch, &last, self.lm_head(), None, out, 1).await?;
-        batch.submit()?;
+        matmul::matmul(batch, &last, self.lm_head(), None, out, 1).await?;
+        batch.retain(a.into_buffers());
+        batch.retain([last]);
         Ok(())
     }
 }

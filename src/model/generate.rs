@@ -100,7 +100,8 @@ impl<'m> Generator<'m> {
             if self.cache.len() + next.len() > self.cache.capacity() {
                 return Ok((out, StopReason::ContextFull));
             }
-            self.model.last_logits(gpu, &mut self.cache, &next, &self.logits).await?;
+            let mut batch = gpu.batch();
+            self.model.last_logits(&mut batch, &mut self.cache, &next, &self.logits).await?;
             let start = self.seen.len();
             self.seen.extend_from_slice(&next);
             gpu.write(&self.history, (start * 4) as u64, bytemuck::cast_slice(&next))?;
@@ -118,7 +119,6 @@ impl<'m> Generator<'m> {
                 history_len: history_len as u32,
                 out_index: 0,
             };
-            let mut batch = gpu.batch();
             sample::sample_forward(&mut batch, &self.logits, &self.history, &self.choice, shape, &config, rng.next_uniform())
                 .await?;
             batch.submit()?;

@@ -1,0 +1,139 @@
+//! The `classtune` binary as a user runs it: results on stdout, diagnostics on stderr,
+//! and bad input answered with an error that names the file and the problem.
+
+mod reference;
+
+use std::process::{Command, Output};
+
+use classtune::gguf::write::GgufWriter;
+use classtune::gguf::{Gguf, Value};
+use reference::{root, Reference};
+
+fn classtune(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_classtune")).args(args).output().expect("run classtune")
+}
+
+fn tiny(name: &str) -> String {
+    root().join("fixtures/tiny").join(name).display().to_string()
+}
+
+#[test]
+fn info_describes_the_model() {
+    let out = classtune(&["info", "--model", &tiny("tiny-qwen2.gguf"), "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["config"]["arch"], "qwen2");
+    assert_eq!(info["config"]["n_kv_heads"], 1);
+    assert_eq!(info["config"]["tied_embeddings"], false);
+    assert_eq!(info["config"]["qkv_bias"], true);
+    assert!(info["tensor_types"]["Q4_K"]["tensors"].as_u64().unwrap() > 0);
+    assert!(info["memory"]["weights_bytes"].as_u64().unwrap() > 100_000);
+    let text = classtune(&["info", "--model", &tiny("tiny-llama.gguf")]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("llama") && text.contains("GPU memory"), "{text}");
+}
+
+/// Scoring the reference's prose through the CLI (tokenizer included) gives the mean
+/// NLL transformers computed for the same text.
+#[test]
+fn score_equals_the_reference_nll() {
+    let reference = Reference::open(&root().join("fixtures/tiny/tiny-llama.ref.json"));
+    let prose = &reference.json["sequences"][2];
+    let dir = std::env::temp_dir().join(format!("classtune-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("prose.txt");
+    std::fs::write(&data, prose["text"].as_str().unwrap()).unwrap();
+    let out = classtune(&["score", "--model", &tiny("tiny-llama.gguf"), "--data", data.to_str().unwrap(), "--seq-len", "512"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids = prose["ids"].as_array().unwrap().len() as u64;
+    assert_eq!(result["tokens"].as_u64(), Some(ids - 1));
+    let (ours, expected) = (result["mean_nll"].as_f64().unwrap(), prose["mean_nll"].as_f64().unwrap());
+    assert!((ours - expected).abs() < 1e-4, "mean NLL {ours}, transformers {expected}");
+}
+
+/// Greedy generation from text equals transformers' greedy tokens, decoded.
+#[test]
+fn generate_is_greedy_and_streams_only_the_completion() {
+    let reference = Reference::open(&root().join("fixtures/tiny/tiny-qwen2.ref.json"));
+    let greedy = &reference.json["greedy"];
+    let prompt = greedy["prompt_text"].as_str().unwrap();
+    let n = greedy["new_ids"].as_array().unwrap().len().to_string();
+    let out = classtune(&["generate", "--model", &tiny("tiny-qwen2.gguf"), "--prompt", prompt, "--max-tokens", &n, "--temperature", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let expected = greedy["new_text"].as_str().unwrap();
+    assert_eq!(stdout.trim_end_matches('\n'), expected.trim_end_matches('\n'));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("generated"));
+}
+
+#[test]
+fn seeded_sampling_is_reproducible() {
+    let run = |seed: &str| {
+        let out = classtune(&[
+            "generate", "--model", &tiny("tiny-llama.gguf"), "--prompt", "The river", "--max-tokens", "12",
+            "--temperature", "0.9", "--top-k", "20", "--seed", seed,
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    assert_eq!(run("7"), run("7"));
+    assert_ne!(run("7"), run("8"), "different seeds should differ on a random model");
+}
+
+fn write_gguf(name: &str, edit: impl FnOnce(&mut GgufWriter, &Gguf)) -> std::path::PathBuf {
+    let bytes = std::fs::read(tiny("tiny-llama.gguf")).unwrap();
+    let gguf = Gguf::parse(&bytes, bytes.len() as u64).unwrap();
+    let mut writer = GgufWriter::new();
+    for (key, value) in gguf.metadata() {
+        writer.set(key, value.clone());
+    }
+    for t in gguf.tensors() {
+        let data = bytes[t.offset as usize..(t.offset + t.size) as usize].to_vec();
+        writer.tensor(&t.name, &t.dims, t.ty, data).unwrap();
+    }
+    edit(&mut writer, &gguf);
+    let dir = std::env::temp_dir().join(format!("classtune-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, writer.to_bytes()).unwrap();
+    path
+}
+
+fn fails_with(args: &[&str], needles: &[&str]) {
+    let out = classtune(args);
+    assert!(!out.status.success(), "expected failure for {args:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in needles {
+        assert!(stderr.contains(needle), "stderr of {args:?} lacks {needle:?}:\n{stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn bad_models_get_clear_errors() {
+    let arch = write_gguf("gpt2.gguf", |w, _| {
+        w.set("general.architecture", Value::String("gpt2".into()));
+    });
+    fails_with(&["info", "--model", arch.to_str().unwrap()], &["gpt2.gguf", "architecture `gpt2` is not supported"]);
+
+    let no_tokenizer = write_gguf("no-tokens.gguf", |w, _| {
+        w.remove("tokenizer.ggml.tokens");
+    });
+    fails_with(&["generate", "--model", no_tokenizer.to_str().unwrap(), "--prompt", "hi"], &["tokenizer.ggml.tokens"]);
+
+    let garbage = std::env::temp_dir().join(format!("classtune-garbage-{}.gguf", std::process::id()));
+    std::fs::write(&garbage, b"PK\x03\x04 this is a zip, not a model").unwrap();
+    fails_with(&["info", "--model", garbage.to_str().unwrap()], &["not a GGUF file", "PK"]);
+
+    let bytes = std::fs::read(tiny("tiny-llama.gguf")).unwrap();
+    let truncated = std::env::temp_dir().join(format!("classtune-truncated-{}.gguf", std::process::id()));
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(&["info", "--model", truncated.to_str().unwrap()], &["past the end of the file"]);
+
+    fails_with(&["info", "--model", "/nonexistent/model.gguf"], &["/nonexistent/model.gguf"]);
+    fails_with(
+        &["score", "--model", &tiny("tiny-llama.gguf"), "--data", "/nonexistent/notes.txt"],
+        &["/nonexistent/notes.txt"],
+    );
+}
