@@ -8,11 +8,12 @@
 //   backward (next to it later), with P[j] = exp(s[j] - lse) recomputed from lse:
 //               D = dout . out;  dS[j] = P[j] * (dout . v[j] - D)
 //               dq = scale * sum_j dS[j] k[j];  dk[j] += scale * dS[j] q;  dv[j] += P[j] dout
-// Both entry points use the online softmax: a running max m and sum l, the output
+// Every entry point uses the online softmax: a running max m and sum l, the output
 // accumulator rescaled by exp(m_old - m_new) whenever the max grows.
 //
 // Constants from the loader: HEAD_DIM (a multiple of 4, <= 256) and BK, keys per shared
-// tile of the tiled path (2 * BK * HEAD_DIM floats <= 16 KiB, the WebGPU default).
+// tile of the tiled path (2 * BK * HEAD_DIM floats <= 16 KiB, the WebGPU default); the
+// subgroup entry (last section, its own module) takes SG, its subgroup size, instead.
 // Rows are read as vec4 and dot products unrolled by four vec4: besides speed, this
 // keeps the loop iterations of one invocation low, which llvmpipe/lavapipe caps at
 // 65535 per invocation (all loops together; past it loops silently exit). The Rust
@@ -261,5 +262,110 @@ fn attention_forward_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
     }
     if (lid == 0u) {
         lse[h * p.n_query + t] = m + log(total);
+    }
+}
+
+// ---- subgroup module: the portable module ends above; naga rejects subgroup builtins
+// on devices without the feature, so this entry is compiled only where it is offered.
+//
+// Subgroup path (native lavapipe): one workgroup = one subgroup of SG lanes = SG (query,
+// head) rows of one kv head, no workgroup memory and no barriers. The lanes load a K or
+// V row together, lane i its vec4 columns c + i, and hand them round with
+// subgroupBroadcast: on llvmpipe every lane of a load is a scalar access, so sharing
+// cuts the loads per key from HD4 to HD4 / SG per lane. Needs HD4 % SG == 0 and a
+// subgroup of exactly SG lanes (the Rust side checks both).
+
+// Weighted sum of four rows.
+fn pv4(w: vec4<f32>, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) -> vec4<f32> {
+    return w.x * a + w.y * b + w.z * c + w.w * d;
+}
+
+// Four dot products with one row.
+fn dot4(x: vec4<f32>, a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(dot(x, a), dot(x, b), dot(x, c), dot(x, d));
+}
+
+@compute @workgroup_size(SG)
+fn attention_forward_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_index) lid: u32) {
+    let group = p.n_head / p.n_kv_head;
+    let rows = p.n_query * group;
+    let tiles = (rows + SG - 1u) / SG;
+    let wg = group_index(wid, nwg);
+    if (wg >= tiles * p.n_kv_head) {
+        return;
+    }
+    let hk = wg / tiles;
+    let first = (wg % tiles) * SG;
+    let n_keys = p.past_len + min(first + SG - 1u, rows - 1u) / group + 1u;
+    let r = min(first + lid, rows - 1u);
+    let t = r / group;
+    let h = hk * group + r % group;
+    let limit = p.past_len + t;
+    let kv_stride = p.n_kv_head * HD4;
+    let kv_off = hk * HD4 + lid;
+
+    var qv: array<vec4<f32>, HD4>;
+    var acc: array<vec4<f32>, HD4>;
+    let qb = (t * p.n_head + h) * HD4;
+    for (var d = 0u; d < HD4; d++) {
+        qv[d] = q[qb + d] * p.scale;
+        acc[d] = vec4<f32>(0.0);
+    }
+    var m = NEG;
+    var l = 0.0;
+    let last = n_keys - 1u;
+    for (var j0 = 0u; j0 < n_keys; j0 += 4u) {
+        // Keys past the end are clamped to the last (never read past it) and masked.
+        let b0 = min(j0, last) * kv_stride + kv_off;
+        let b1 = min(j0 + 1u, last) * kv_stride + kv_off;
+        let b2 = min(j0 + 2u, last) * kv_stride + kv_off;
+        let b3 = min(j0 + 3u, last) * kv_stride + kv_off;
+        var s = vec4<f32>(0.0);
+        for (var c = 0u; c < HD4; c += SG) {
+            let k0 = k_cache[b0 + c];
+            let k1 = k_cache[b1 + c];
+            let k2 = k_cache[b2 + c];
+            let k3 = k_cache[b3 + c];
+            s += dot4(qv[c], subgroupBroadcast(k0, 0u), subgroupBroadcast(k1, 0u), subgroupBroadcast(k2, 0u), subgroupBroadcast(k3, 0u));
+            s += dot4(qv[c + 1u], subgroupBroadcast(k0, 1u), subgroupBroadcast(k1, 1u), subgroupBroadcast(k2, 1u), subgroupBroadcast(k3, 1u));
+            s += dot4(qv[c + 2u], subgroupBroadcast(k0, 2u), subgroupBroadcast(k1, 2u), subgroupBroadcast(k2, 2u), subgroupBroadcast(k3, 2u));
+            s += dot4(qv[c + 3u], subgroupBroadcast(k0, 3u), subgroupBroadcast(k1, 3u), subgroupBroadcast(k2, 3u), subgroupBroadcast(k3, 3u));
+            if (SG == 8u) {
+                s += dot4(qv[c + 4u], subgroupBroadcast(k0, 4u), subgroupBroadcast(k1, 4u), subgroupBroadcast(k2, 4u), subgroupBroadcast(k3, 4u));
+                s += dot4(qv[c + 5u], subgroupBroadcast(k0, 5u), subgroupBroadcast(k1, 5u), subgroupBroadcast(k2, 5u), subgroupBroadcast(k3, 5u));
+                s += dot4(qv[c + 6u], subgroupBroadcast(k0, 6u), subgroupBroadcast(k1, 6u), subgroupBroadcast(k2, 6u), subgroupBroadcast(k3, 6u));
+                s += dot4(qv[c + 7u], subgroupBroadcast(k0, 7u), subgroupBroadcast(k1, 7u), subgroupBroadcast(k2, 7u), subgroupBroadcast(k3, 7u));
+            }
+        }
+        let visible = vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u) <= vec4<u32>(limit);
+        s = select(vec4<f32>(NEG), s, visible);
+        let m_new = max(m, max(max(s.x, s.y), max(s.z, s.w)));
+        let corr = exp(m - m_new);
+        let pr = select(vec4<f32>(0.0), exp(s - m_new), visible);
+        l = l * corr + hsum(pr);
+        m = m_new;
+        for (var c = 0u; c < HD4; c += SG) {
+            let v0 = v_cache[b0 + c];
+            let v1 = v_cache[b1 + c];
+            let v2 = v_cache[b2 + c];
+            let v3 = v_cache[b3 + c];
+            acc[c + 0u] = acc[c + 0u] * corr + pv4(pr, subgroupBroadcast(v0, 0u), subgroupBroadcast(v1, 0u), subgroupBroadcast(v2, 0u), subgroupBroadcast(v3, 0u));
+            acc[c + 1u] = acc[c + 1u] * corr + pv4(pr, subgroupBroadcast(v0, 1u), subgroupBroadcast(v1, 1u), subgroupBroadcast(v2, 1u), subgroupBroadcast(v3, 1u));
+            acc[c + 2u] = acc[c + 2u] * corr + pv4(pr, subgroupBroadcast(v0, 2u), subgroupBroadcast(v1, 2u), subgroupBroadcast(v2, 2u), subgroupBroadcast(v3, 2u));
+            acc[c + 3u] = acc[c + 3u] * corr + pv4(pr, subgroupBroadcast(v0, 3u), subgroupBroadcast(v1, 3u), subgroupBroadcast(v2, 3u), subgroupBroadcast(v3, 3u));
+            if (SG == 8u) {
+                acc[c + 4u] = acc[c + 4u] * corr + pv4(pr, subgroupBroadcast(v0, 4u), subgroupBroadcast(v1, 4u), subgroupBroadcast(v2, 4u), subgroupBroadcast(v3, 4u));
+                acc[c + 5u] = acc[c + 5u] * corr + pv4(pr, subgroupBroadcast(v0, 5u), subgroupBroadcast(v1, 5u), subgroupBroadcast(v2, 5u), subgroupBroadcast(v3, 5u));
+                acc[c + 6u] = acc[c + 6u] * corr + pv4(pr, subgroupBroadcast(v0, 6u), subgroupBroadcast(v1, 6u), subgroupBroadcast(v2, 6u), subgroupBroadcast(v3, 6u));
+                acc[c + 7u] = acc[c + 7u] * corr + pv4(pr, subgroupBroadcast(v0, 7u), subgroupBroadcast(v1, 7u), subgroupBroadcast(v2, 7u), subgroupBroadcast(v3, 7u));
+            }
+        }
+    }
+    if (first + lid < rows) {
+        for (var d = 0u; d < HD4; d++) {
+            out[qb + d] = acc[d] / l;
+        }
+        lse[h * p.n_query + t] = m + log(l);
     }
 }

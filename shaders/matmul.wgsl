@@ -3,14 +3,12 @@
 // frozen, and dx = dy · W is the same kernel on the transposed problem (see lora).
 //
 // Weight layout (one storage buffer per row chunk, see kernels/matmul/weight.rs): row r
-// starts at word r·ROW_WORDS; blocks are GGML's, each padded to whole u32 words with the
-// f16 scale alone in word 0 where GGML packs it unaligned (Q4_0, Q8_0), Q6_K padded by
-// two bytes at its end; F16/BF16 rows padded to an even count.
+// starts at word r·ROW_WORDS (a multiple of 4); Q4_0/Q4_1/Q8_0 rows hold all quants,
+// then all scales; Q4_K blocks as GGML's, Q6_K padded by two bytes at its end.
 //
 // Constants set by the loader: FMT (0 F32, 1 F16, 2 BF16, 3 Q4_0, 4 Q4_1, 5 Q8_0,
-// 6 Q4_K, 7 Q6_K), WG (lanes per workgroup), TT (tokens per tile: 16, or 1 for the
-// matrix-vector kernel, whose lanes own one row each),
-// and for the subgroup kernel SG (lanes whose loads one broadcast spans; divides the
+// 6 Q4_K, 7 Q6_K), WG (lanes per workgroup), TT (tokens per tile, 16; the
+// matrix-vector kernel is shaders/matvec.wgsl), and for the subgroup kernel SG (lanes whose loads one broadcast spans; divides the
 // subgroup size).
 
 // ---- subgroup activation fetch: the subgroup module is the file up to "portable" ----
@@ -31,11 +29,7 @@ fn fetch_x(i: u32, sl: u32) -> W8 {
 @compute @workgroup_size(WG)
 fn matmul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    if (TT == 1u) {
-        matvec_tile(group_index(wid, nwg), lid, sid % SG);
-    } else {
-        matmul_tile(group_index(wid, nwg), lid, sid % SG);
-    }
+    matmul_tile(group_index(wid, nwg), lid, sid % SG);
 }
 
 // ---- shared: both modules ----
@@ -49,7 +43,7 @@ struct Params {
     y_col: u32,      // column of y that row0 lands in
     bias_row: u32,   // bias index of row0; u32::MAX without bias
     token_tiles: u32,
-    _pad0: u32,
+    accumulate: u32, // 1: y += result, 0: y = result
     _pad1: u32,
     _pad2: u32,
 }
@@ -80,24 +74,27 @@ fn dequant8(base: u32, k: u32) -> W8 {
         return W8(vec4<f32>(bf16_pair(w[i]), bf16_pair(w[i + 1u])), vec4<f32>(bf16_pair(w[i + 2u]), bf16_pair(w[i + 3u])));
     }
     if (FMT == 3u || FMT == 4u) {
-        // 5 words per 32 values: scales, then 16 bytes whose low nibbles are values
-        // 0–15 and high nibbles 16–31.
-        let b = base + (k / 32u) * 5u;
+        // Quant plane: 4 words per 32 values, low nibbles values 0–15, high 16–31;
+        // then the scale plane (Q4_0: one f16 per block, Q4_1: (d, m) per block).
+        let blk = k / 32u;
         let j = k % 32u;
-        let q = b + 1u + (j % 16u) / 4u;
+        let q = base + blk * 4u + (j % 16u) / 4u;
         let shift = (j / 16u) * 4u;
-        let s = f16_pair(w[b]);
         let lo = nibbles4(w[q], shift);
         let hi = nibbles4(w[q + 1u], shift);
+        let scales = base + (p.cols / 32u) * 4u;
         if (FMT == 3u) {
-            return W8(s.x * (lo - 8.0), s.x * (hi - 8.0));
+            let d = f16_pair(w[scales + blk / 2u])[blk % 2u];
+            return W8(d * (lo - 8.0), d * (hi - 8.0));
         }
+        let s = f16_pair(w[scales + blk]);
         return W8(s.x * lo + s.y, s.x * hi + s.y);
     }
     if (FMT == 5u) {
-        let b = base + (k / 32u) * 9u;
-        let q = b + 1u + (k % 32u) / 4u;
-        let d = f16_pair(w[b]).x;
+        // Quant plane: 8 words of i8 per 32 values; then one f16 scale per block.
+        let blk = k / 32u;
+        let q = base + k / 4u;
+        let d = f16_pair(w[base + (p.cols / 32u) * 8u + blk / 2u])[blk % 2u];
         return W8(d * bytes4_i8(w[q]), d * bytes4_i8(w[q + 1u]));
     }
     if (FMT == 6u) {
@@ -149,7 +146,12 @@ fn store(row: u32, t0: u32, t: u32, v: f32) {
         if (p.bias_row != 0xffffffffu) {
             b = bias[p.bias_row + row];
         }
-        y[(t0 + t) * p.y_stride + p.y_col + row] = v + b;
+        let i = (t0 + t) * p.y_stride + p.y_col + row;
+        if (p.accumulate != 0u) {
+            y[i] += v + b;
+        } else {
+            y[i] = v + b;
+        }
     }
 }
 
@@ -241,19 +243,6 @@ fn matmul_tile(g: u32, lid: u32, sl: u32) {
     store4(r, t0, 15u, a15);
 }
 
-// Decoding: one token per workgroup row-slab, one row per lane; memory-bound.
-fn matvec_tile(g: u32, lid: u32, sl: u32) {
-    let t0 = g % p.token_tiles;
-    let row = (g / p.token_tiles) * WG + lid;
-    let base = (min(row, p.rows - 1u) + p.row0) * p.row_words;
-    let xo = x_row(t0, 0u);
-    var a = 0.0;
-    for (var k = 0u; k < p.cols; k += 8u) {
-        a += dot8(dequant8(base, k), fetch_x(xo + k, sl));
-    }
-    store(row, t0, 0u, a);
-}
-
 // Embedding gather: y[t, k..k+8] = W[ids[t], k..k+8] for the ids in this chunk. It
 // shares the matmul bindings so both entry points live in one module with one dequant8:
 // x holds the u32 ids (bit-cast), p.row0 is the chunk's first row, p.rows its row count.
@@ -290,9 +279,5 @@ fn fetch_x(i: u32, sl: u32) -> W8 {
 @compute @workgroup_size(WG)
 fn matmul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-    if (TT == 1u) {
-        matvec_tile(group_index(wid, nwg), lid, 0u);
-    } else {
-        matmul_tile(group_index(wid, nwg), lid, 0u);
-    }
+    matmul_tile(group_index(wid, nwg), lid, 0u);
 }

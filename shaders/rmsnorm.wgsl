@@ -2,26 +2,42 @@
 //
 //   forward:  rstd[t]   = 1 / sqrt(mean_d(x[t,d]^2) + eps)
 //             y[t,d]    = x[t,d] * rstd[t] * w[d]
-//   backward (next to it later), with g[t,d] = dy[t,d] * w[d]:
+//   backward, with g[t,d] = dy[t,d] * w[d] (derivation in docs/training-math.md):
 //             dx[t,d]   = rstd[t] * (g[t,d] - x[t,d] * rstd[t]^2 * mean_d(g[t,:] * x[t,:]))
-//             dw[d]     = sum_t dy[t,d] * x[t,d] * rstd[t]
+//             (+= onto dx when p.accumulate: the residual stream's gradient)
+//   dw[d] = sum_t dy[t,d] * x[t,d] * rstd[t] is not computed: the norm weights are
+//   frozen in LoRA training, only the gradient flowing through to x is needed.
 // rstd is stored so the backward needs no second reduction over x^2.
 
 struct Params {
     rows: u32,
     dim: u32,
     eps: f32,
-    _pad: u32,
+    accumulate: u32, // backward only: 1 = dx +=, 0 = dx =
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;          // [rows, dim]
 @group(0) @binding(2) var<storage, read> w: array<f32>;          // [dim]
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;    // [rows, dim]
-@group(0) @binding(4) var<storage, read_write> rstd: array<f32>; // [rows]
+@group(0) @binding(4) var<storage, read_write> rstd: array<f32>; // [rows]; the backward reads it
+// Backward only (a binding number may name different variables in different entry points):
+@group(0) @binding(3) var<storage, read> dy: array<f32>;         // [rows, dim]
+@group(0) @binding(5) var<storage, read_write> dx: array<f32>;   // [rows, dim]
 
 const WG = 256u;
 var<workgroup> partial: array<f32, WG>;
+
+// Sum of partial[0..WG) into partial[0]; every thread must call it (it has barriers).
+fn reduce_partial(lid: u32) {
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) {
+            partial[lid] += partial[lid + stride];
+        }
+        workgroupBarrier();
+    }
+}
 
 @compute @workgroup_size(256)
 fn rmsnorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -39,13 +55,7 @@ fn rmsnorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         s += v * v;
     }
     partial[lid] = s;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
+    reduce_partial(lid);
     // 1/sqrt rather than inverseSqrt: the latter may be a low-precision approximation.
     let r = 1.0 / sqrt(partial[0] / f32(p.dim) + p.eps);
     for (var d = lid; d < p.dim; d += WG) {
@@ -53,5 +63,32 @@ fn rmsnorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     }
     if (lid == 0u) {
         rstd[row] = r;
+    }
+}
+
+@compute @workgroup_size(256)
+fn rmsnorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(wid, nwg);
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.dim;
+    // mean_d(g * x) with g = dy * w.
+    var s = 0.0;
+    for (var d = lid; d < p.dim; d += WG) {
+        s += dy[base + d] * w[d] * x[base + d];
+    }
+    partial[lid] = s;
+    reduce_partial(lid);
+    let r = rstd[row];
+    let c = r * r * partial[0] / f32(p.dim);
+    for (var d = lid; d < p.dim; d += WG) {
+        let v = r * (dy[base + d] * w[d] - x[base + d] * c);
+        if (p.accumulate != 0u) {
+            dx[base + d] += v;
+        } else {
+            dx[base + d] = v;
+        }
     }
 }

@@ -6,7 +6,10 @@
 //               x'[b] = x[a] * sin(angle) + x[b] * cos(angle)
 //             pairs: interleaved (a, b) = (2i, 2i+1)   (llama in GGUF space)
 //                    neox        (a, b) = (i, i + head_dim/2) (qwen2, HF llama)
-//   backward (next to it later): the same rotation by -angle applied to dx'.
+//   backward: the rotation is orthogonal, so its transpose is its inverse: the same
+//             rotation by -angle, applied in place to dx' (dq or dk) gives dx:
+//               dx[a] =  dx'[a] * cos(angle) + dx'[b] * sin(angle)
+//               dx[b] = -dx'[a] * sin(angle) + dx'[b] * cos(angle)
 // inv_freq comes from the CPU (`rope_inv_freq`), so theta and llama3/linear scaling
 // live in one place; pos is per row, so packed sequences and KV-cache offsets are
 // both expressible.
@@ -19,7 +22,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> x: array<f32>;   // [rows, heads, head_dim]
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;   // [rows, heads, head_dim]; dx' -> dx in the backward
 @group(0) @binding(2) var<storage, read> pos: array<u32>;       // [rows]
 @group(0) @binding(3) var<storage, read> inv_freq: array<f32>;  // [head_dim / 2]
 
@@ -36,11 +39,9 @@ fn reduce_angle(a: f32) -> f32 {
     return (a - k * TWO_PI_HI) - k * TWO_PI_LO;
 }
 
-@compute @workgroup_size(64)
-fn rope_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
+// Rotates pair number i (over rows, heads and pairs) by sign * angle.
+fn rotate_pair(i: u32, sign: f32) {
     let half = p.head_dim / 2u;
-    let i = group_index(wid, nwg) * 64u + lid;
     if (i >= p.rows * p.heads * half) {
         return;
     }
@@ -56,9 +57,21 @@ fn rope_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     }
     let r = reduce_angle(f32(pos[t]) * inv_freq[k]);
     let c = cos(r);
-    let s = sin(r);
+    let s = sign * sin(r);
     let x0 = x[a];
     let x1 = x[b];
     x[a] = x0 * c - x1 * s;
     x[b] = x0 * s + x1 * c;
+}
+
+@compute @workgroup_size(64)
+fn rope_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    rotate_pair(group_index(wid, nwg) * 64u + lid, 1.0);
+}
+
+@compute @workgroup_size(64)
+fn rope_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    rotate_pair(group_index(wid, nwg) * 64u + lid, -1.0);
 }

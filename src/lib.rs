@@ -7,6 +7,7 @@
 //! generation).
 
 pub mod chat;
+pub mod data;
 pub mod gguf;
 pub mod gpu;
 pub mod kernels;

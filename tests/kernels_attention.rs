@@ -3,8 +3,8 @@
 
 use classtune::gpu::{Gpu, GpuError, GpuOptions};
 use classtune::kernels::attention::{
-    attention_forward, attention_forward_cpu, attention_forward_path, loop_estimate, AttentionPath, AttentionShape,
-    LOOP_BUDGET,
+    attention_forward, attention_forward_cpu, attention_forward_path, loop_estimate, subgroup_lanes, AttentionPath,
+    AttentionShape, LOOP_BUDGET,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -19,8 +19,14 @@ fn shape(n_query: u32, past_len: u32, n_head: u32, n_kv_head: u32, head_dim: u32
     AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim }
 }
 
+/// Every path this device can run on `s`: the portable ones always, the subgroup one
+/// where the device has a fixed subgroup size dividing the row, and `Auto`.
 async fn check(gpu: &Gpu, rng: &mut StdRng, s: AttentionShape) -> Result<(), GpuError> {
-    check_paths(gpu, rng, s, &[AttentionPath::Tiled, AttentionPath::Decode]).await
+    let mut paths = vec![AttentionPath::Tiled, AttentionPath::Decode, AttentionPath::Auto];
+    if subgroup_lanes(gpu, s.head_dim).is_some() {
+        paths.push(AttentionPath::Subgroup);
+    }
+    check_paths(gpu, rng, s, &paths).await
 }
 
 async fn check_paths(gpu: &Gpu, rng: &mut StdRng, s: AttentionShape, paths: &[AttentionPath]) -> Result<(), GpuError> {
@@ -69,6 +75,37 @@ fn attention_matches_cpu() -> Result<(), GpuError> {
         for s in shapes {
             check(&gpu, &mut rng, s).await?;
         }
+        Ok(())
+    })
+}
+
+/// Natively (lavapipe: a fixed subgroup of 8) the subgroup path must be on offer, or
+/// the tests above would quietly skip it; without subgroups `Auto` takes the portable
+/// paths and the subgroup path is refused.
+#[test]
+fn attention_subgroup_path_is_used() -> Result<(), GpuError> {
+    pollster::block_on(async {
+        let gpu = Gpu::new(GpuOptions::default()).await?;
+        assert!(gpu.has_subgroups(), "{}", gpu.describe());
+        assert!(subgroup_lanes(&gpu, 64).is_some(), "{}", gpu.describe());
+        let mut rng = StdRng::seed_from_u64(9);
+        // lanes past the last row, a group of 3 split across subgroups, SmolLM2 prefill
+        check(&gpu, &mut rng, shape(5, 0, 9, 3, 64)).await?;
+        check(&gpu, &mut rng, shape(33, 7, 9, 3, 64)).await?;
+        check(&gpu, &mut rng, shape(9, 2, 4, 1, 32)).await?;
+
+        let portable = Gpu::new(GpuOptions { subgroups: false }).await?;
+        assert!(subgroup_lanes(&portable, 64).is_none());
+        check(&portable, &mut rng, shape(19, 3, 9, 3, 64)).await?;
+        check(&portable, &mut rng, shape(2, 30, 9, 3, 64)).await?;
+        let s = shape(2, 0, 2, 1, 64);
+        let q = portable.buffer("q", 4 * 2 * 2 * 64)?;
+        let kv = portable.buffer("kv", 4 * 2 * 64)?;
+        let out = portable.buffer("out", 4 * 2 * 2 * 64)?;
+        let lse = portable.buffer("lse", 4 * 2 * 2)?;
+        let mut batch = portable.batch();
+        let refused = attention_forward_path(&mut batch, &q, &kv, &kv, &out, &lse, s, AttentionPath::Subgroup).await;
+        assert!(matches!(refused, Err(GpuError::Shape { .. })), "{refused:?}");
         Ok(())
     })
 }
@@ -134,6 +171,17 @@ fn attention_near_the_loop_budget() -> Result<(), GpuError> {
         let mut batch = gpu.batch();
         let refused = attention_forward_path(&mut batch, &q, &kv, &kv, &out, &lse, over, AttentionPath::Tiled).await;
         assert!(matches!(refused, Err(GpuError::Shape { .. })), "{refused:?}");
+
+        // The subgroup path's own edge: right under the budget, and `Auto` past it.
+        let mut s = shape(3, 0, 2, 1, 64);
+        while loop_estimate(AttentionPath::Subgroup, &shape(3, s.past_len + 256, 2, 1, 64)) <= LOOP_BUDGET {
+            s.past_len += 256;
+        }
+        assert!(s.past_len > 15000, "{s:?}");
+        check_paths(&gpu, &mut rng, s, &[AttentionPath::Subgroup]).await?;
+        let over = shape(3, s.past_len + 300, 2, 1, 64);
+        assert!(loop_estimate(AttentionPath::Subgroup, &over) > LOOP_BUDGET);
+        check_paths(&gpu, &mut rng, over, &[AttentionPath::Auto]).await?;
         Ok(())
     })
 }

@@ -5,7 +5,8 @@ use classtune::gguf::dequant::{dequantize, quantize};
 use classtune::gguf::GgmlType;
 use classtune::gpu::{Gpu, GpuError, GpuOptions};
 use classtune::kernels::matmul::{
-    embedding, embedding_cpu, matmul, matmul_cpu, matmul_rows, matmul_with, MatmulKernel, Params, Weight,
+    embedding, embedding_cpu, gpu_row_bytes, matmul, matmul_add, matmul_cpu, matmul_rows, matmul_with, MatmulKernel, Params,
+    Weight,
 };
 use half::f16;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -92,21 +93,32 @@ fn matmul_every_type_kernel_and_shape() -> Result<(), GpuError> {
             let abs_w: Vec<f32> = wv.iter().map(|v| v.abs()).collect();
             let bias_v = normal(&mut rng, n, 1.0);
             let bias = gpu.upload("bias", bytemuck::cast_slice(&bias_v))?;
-            for tokens in [1usize, 7, 33, 130] {
+            for tokens in [1usize, 2, 4, 7, 33, 130] {
                 let x = normal(&mut rng, tokens * k, 1.0);
                 let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
                 let scale = matmul_cpu(&abs_x, &abs_w, None, tokens, n, k);
                 let xb = gpu.upload("x", bytemuck::cast_slice(&x))?;
                 for (i, kernel) in kernels(&gpu).into_iter().enumerate() {
                     let with_bias = (i + tokens) % 2 == 0;
-                    let b = with_bias.then_some(&bias);
-                    let want = matmul_cpu(&x, &wv, with_bias.then_some(&bias_v[..]), tokens, n, k);
-                    let y = gpu.buffer("y", 4 * (tokens * n) as u64)?;
-                    let mut batch = gpu.batch();
-                    pollster::block_on(matmul_with(&mut batch, kernel, &xb, &w, b, 0..n, &y, n as u32, tokens as u32))?;
-                    batch.submit()?;
-                    let got = pollster::block_on(gpu.read_f32_prefix(&y, tokens * n))?;
-                    check(&format!("{ty} {kernel:?} n={n} k={k} tokens={tokens} bias={with_bias}"), &got, &want, &scale);
+                    // Every kernel also runs the accumulate epilogue onto a random y0.
+                    for accumulate in [false, true] {
+                        let b = with_bias.then_some(&bias);
+                        let mut want = matmul_cpu(&x, &wv, with_bias.then_some(&bias_v[..]), tokens, n, k);
+                        let y0 = normal(&mut rng, tokens * n, 1.0);
+                        let y = gpu.upload("y", bytemuck::cast_slice(&y0))?;
+                        let mut scale = scale.clone();
+                        if accumulate {
+                            want.iter_mut().zip(&y0).for_each(|(w, y)| *w += y);
+                            scale.iter_mut().zip(&y0).for_each(|(s, y)| *s += y.abs());
+                        }
+                        let mut batch = gpu.batch();
+                        let (rows, stride, t) = (0..n, n as u32, tokens as u32);
+                        pollster::block_on(matmul_with(&mut batch, kernel, &xb, &w, b, rows, &y, stride, t, accumulate))?;
+                        batch.submit()?;
+                        let got = pollster::block_on(gpu.read_f32_prefix(&y, tokens * n))?;
+                        let what = format!("{ty} {kernel:?} n={n} k={k} tokens={tokens} bias={with_bias} accumulate={accumulate}");
+                        check(&what, &got, &want, &scale);
+                    }
                 }
             }
         }
@@ -128,13 +140,23 @@ fn default_entry_points_and_row_range() -> Result<(), GpuError> {
     let abs_w: Vec<f32> = wv.iter().map(|v| v.abs()).collect();
     let scale_full = matmul_cpu(&abs_x, &abs_w, None, tokens, n, k);
     let y = gpu.buffer("y", 4 * (tokens * n) as u64)?;
+    // matmul_add onto a residual: y2 = y0 + x·Wᵀ, for decode (1 token) and prefill.
+    let y0 = normal(&mut rng, tokens * n, 1.0);
+    let y2 = gpu.upload("y2", bytemuck::cast_slice(&y0))?;
+    let y1 = gpu.upload("y1", bytemuck::cast_slice(&y0[..n]))?;
     let (start, count, stride) = (13usize, 200usize, 256usize);
     let yr = gpu.buffer("yr", 4 * (tokens * stride) as u64)?;
     let mut batch = gpu.batch();
     pollster::block_on(matmul(&mut batch, &xb, &w, None, &y, tokens as u32))?;
+    pollster::block_on(matmul_add(&mut batch, &xb, &w, None, &y2, tokens as u32))?;
+    pollster::block_on(matmul_add(&mut batch, &xb, &w, None, &y1, 1))?;
     pollster::block_on(matmul_rows(&mut batch, &xb, &w, start, count, &yr, stride as u32, tokens as u32))?;
     batch.submit()?;
     check("matmul", &pollster::block_on(gpu.read_f32_prefix(&y, tokens * n))?, &full, &scale_full);
+    let plus = |v: &[f32]| -> Vec<f32> { v.iter().zip(&y0).map(|(a, b)| a + b).collect() };
+    let scale_plus: Vec<f32> = scale_full.iter().zip(&y0).map(|(a, b)| a + b.abs()).collect();
+    check("matmul_add", &pollster::block_on(gpu.read_f32_prefix(&y2, tokens * n))?, &plus(&full), &scale_plus);
+    check("matmul_add 1 token", &pollster::block_on(gpu.read_f32_prefix(&y1, n))?, &plus(&full)[..n], &scale_plus[..n]);
     let got = pollster::block_on(gpu.read_f32_prefix(&yr, tokens * stride))?;
     let pick = |v: &[f32]| -> Vec<f32> { (0..tokens).flat_map(|t| v[t * n + start..t * n + start + count].to_vec()).collect() };
     let got_rows: Vec<f32> = (0..tokens).flat_map(|t| got[t * stride..t * stride + count].to_vec()).collect();
@@ -173,7 +195,7 @@ fn chunked_weights_give_the_same_results() -> Result<(), GpuError> {
     for ty in [GgmlType::Q8_0, GgmlType::F16] {
         let (bytes, wv) = random_weight(&mut rng, ty, n, k);
         // 23 rows per chunk: boundaries fall inside workgroup tiles and the row range.
-        let row_bytes = (k / ty.block_len() * classtune::kernels::matmul::gpu_block_bytes(ty)).next_multiple_of(4);
+        let row_bytes = gpu_row_bytes(ty, k);
         let w = Weight::upload_chunked(&gpu, "w", ty, n, k, &bytes, (23 * row_bytes) as u64)?;
         assert_eq!(w.chunk_count(), n.div_ceil(23), "{ty}");
         let x = normal(&mut rng, tokens * k, 1.0);
@@ -190,7 +212,7 @@ fn chunked_weights_give_the_same_results() -> Result<(), GpuError> {
         let e = gpu.buffer("e", 4 * (ids.len() * k) as u64)?;
         let mut batch = gpu.batch();
         for kernel in kernels(&gpu) {
-            pollster::block_on(matmul_with(&mut batch, kernel, &xb, &w, None, 0..n, &y, n as u32, tokens as u32))?;
+            pollster::block_on(matmul_with(&mut batch, kernel, &xb, &w, None, 0..n, &y, n as u32, tokens as u32, false))?;
         }
         pollster::block_on(matmul_rows(&mut batch, &xb, &w, start, count, &yr, count as u32, tokens as u32))?;
         pollster::block_on(embedding(&mut batch, &w, &idb, &e, ids.len() as u32))?;
@@ -208,8 +230,8 @@ fn chunked_weights_give_the_same_results() -> Result<(), GpuError> {
 fn weight_over_the_binding_limit_splits() -> Result<(), GpuError> {
     let gpu = gpu()?;
     let limit = gpu.limits().max_storage_buffer_binding_size;
-    // Q8_0 rows of 1024 values take 1152 GPU bytes; 120_000 rows are 132 MiB.
-    let (n, k) = (120_000usize, 1024usize);
+    // Q8_0 rows of 1024 values take 1088 GPU bytes; 130_000 rows are 135 MiB.
+    let (n, k) = (130_000usize, 1024usize);
     let mut values = vec![0f32; k];
     values[3] = 1.0;
     let row = quantize(GgmlType::Q8_0, &values).expect("quantize");
@@ -247,5 +269,40 @@ fn bad_shapes_are_errors() -> Result<(), GpuError> {
     assert!(matches!(too_many_tokens, Err(GpuError::Shape { .. })), "{too_many_tokens:?}");
     let past_end = pollster::block_on(matmul_rows(&mut batch, &x, &w, 2, 3, &y, 4, 1));
     assert!(matches!(past_end, Err(GpuError::Shape { .. })), "{past_end:?}");
+    Ok(())
+}
+
+#[test]
+fn portable_matvec_every_type() -> Result<(), GpuError> {
+    // The browser path: no subgroups, so the matrix-vector kernel reduces through
+    // workgroup memory; rows 97 leave the last workgroup partly empty.
+    let gpu = pollster::block_on(Gpu::new(GpuOptions { subgroups: false }))?;
+    assert!(!gpu.has_subgroups());
+    let mut rng = StdRng::seed_from_u64(13);
+    for ty in TYPES {
+        let (n, k) = (97, if ty.block_len() == 256 { 512 } else { 160 });
+        let (bytes, wv) = random_weight(&mut rng, ty, n, k);
+        let w = Weight::upload(&gpu, "w", ty, n, k, &bytes)?;
+        let abs_w: Vec<f32> = wv.iter().map(|v| v.abs()).collect();
+        for (tokens, accumulate) in [(1usize, false), (3, true)] {
+            let x = normal(&mut rng, tokens * k, 1.0);
+            let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+            let y0 = normal(&mut rng, tokens * n, 1.0);
+            let mut want = matmul_cpu(&x, &wv, None, tokens, n, k);
+            let mut scale = matmul_cpu(&abs_x, &abs_w, None, tokens, n, k);
+            if accumulate {
+                want.iter_mut().zip(&y0).for_each(|(w, y)| *w += y);
+                scale.iter_mut().zip(&y0).for_each(|(s, y)| *s += y.abs());
+            }
+            let xb = gpu.upload("x", bytemuck::cast_slice(&x))?;
+            let y = gpu.upload("y", bytemuck::cast_slice(&y0))?;
+            let mut batch = gpu.batch();
+            let (rows, stride, t) = (0..n, n as u32, tokens as u32);
+            pollster::block_on(matmul_with(&mut batch, MatmulKernel::Vector, &xb, &w, None, rows, &y, stride, t, accumulate))?;
+            batch.submit()?;
+            let got = pollster::block_on(gpu.read_f32_prefix(&y, tokens * n))?;
+            check(&format!("portable {ty} tokens={tokens} accumulate={accumulate}"), &got, &want, &scale);
+        }
+    }
     Ok(())
 }

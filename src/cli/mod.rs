@@ -2,6 +2,7 @@
 //! diagnostics to stderr.
 
 mod commands;
+mod data;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +68,42 @@ enum Command {
         #[arg(long, default_value_t = 512)]
         seq_len: usize,
     },
+    /// Prepare training data from course material (txt, md, html, pdf, docx, csv/tsv,
+    /// ChatML/alpaca/prompt-completion JSON(L)); without --input, the bundled sample course.
+    Data {
+        /// Input files.
+        #[arg(long, num_args = 1..)]
+        input: Vec<PathBuf>,
+        /// Output folder: train.jsonl, val.jsonl, summary.json, preview.txt, axolotl/.
+        #[arg(long)]
+        out: PathBuf,
+        /// GGUF model whose tokenizer and chat template to use (default: SmolLM2-135M-Instruct in the cache).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// socratic-tutor, teaching-assistant (default) or resource-generator.
+        #[arg(long, conflicts_with = "system_prompt")]
+        preset: Option<String>,
+        /// Your own system prompt for Q&A and chat examples.
+        #[arg(long)]
+        system_prompt: Option<String>,
+        /// Tokens per example.
+        #[arg(long, default_value_t = 512)]
+        seq_len: usize,
+        /// Tokens shared by consecutive text windows.
+        #[arg(long, default_value_t = 64)]
+        overlap: usize,
+        /// Class roster (one student name per line) for the personal-data scan.
+        #[arg(long)]
+        roster: Option<PathBuf>,
+        /// Fraction of documents held out for validation.
+        #[arg(long, default_value_t = 0.1)]
+        val_fraction: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Keep personal data instead of replacing it with placeholders (flagged in the summary).
+        #[arg(long)]
+        no_redact: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -89,6 +126,21 @@ pub fn main() -> ExitCode {
             }
             Command::Logits { model, ids } => commands::logits(&model, &ids).await,
             Command::Score { model, data, seq_len } => commands::score(&model, &data, seq_len).await,
+            Command::Data { input, out, model, preset, system_prompt, seq_len, overlap, roster, val_fraction, seed, no_redact } => {
+                data::run(data::DataArgs {
+                    inputs: input,
+                    out,
+                    model,
+                    preset,
+                    system_prompt,
+                    seq_len,
+                    overlap,
+                    roster,
+                    validation_fraction: val_fraction,
+                    seed,
+                    no_redact,
+                })
+            }
         }
     });
     match result {

@@ -6,6 +6,27 @@ use crate::gpu::{batch::grid, Batch, Buffer, GpuError, Kernel};
 
 const SOURCE: &str = include_str!("../../shaders/attention.wgsl");
 
+/// Marks where attention.wgsl's declarations shared by both modules end.
+const PORTABLE_MARK: &str = "// ---- Tiled path";
+/// Marks the start of the subgroup module's own entry point.
+const SUBGROUP_MARK: &str = "// ---- subgroup module";
+
+/// attention.wgsl holds two modules: the portable one (everything before the subgroup
+/// section) and the subgroup one (the shared declarations plus the subgroup section).
+/// Naga rejects subgroup builtins on devices without the feature, even unused.
+fn module(subgroups: bool) -> &'static str {
+    static SUBGROUP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let end = SOURCE.find(SUBGROUP_MARK).unwrap_or(SOURCE.len());
+    if subgroups {
+        SUBGROUP.get_or_init(|| {
+            let shared = SOURCE.find(PORTABLE_MARK).unwrap_or(0);
+            format!("{}{}", &SOURCE[..shared], &SOURCE[end..])
+        })
+    } else {
+        &SOURCE[..end]
+    }
+}
+
 /// Largest head dimension the kernels take (the decode path's 256 threads span it).
 pub const MAX_HEAD_DIM: u32 = 256;
 
@@ -27,8 +48,9 @@ pub struct AttentionShape {
 /// Which kernel runs; both compute the same thing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AttentionPath {
-    /// `Decode` for at most [`DECODE_MAX_QUERIES`] queries or when the tiled path would
-    /// exceed [`LOOP_BUDGET`], else `Tiled`.
+    /// `Subgroup` where the device allows it and it stays within [`LOOP_BUDGET`];
+    /// otherwise `Decode` for at most [`DECODE_MAX_QUERIES`] queries or when the tiled
+    /// path would exceed the budget, else `Tiled`.
     #[default]
     Auto,
     /// Flash-attention style: K/V tiles in workgroup memory, one thread per (query,
@@ -37,6 +59,23 @@ pub enum AttentionPath {
     /// One workgroup per (query, head) row, parallel over keys. For decode (T = 1),
     /// where the tiled path would leave most of a workgroup idle.
     Decode,
+    /// One subgroup per workgroup, a (query, head) row per lane; the lanes load K/V
+    /// rows together and share them with `subgroupBroadcast`. Only where
+    /// [`subgroup_lanes`] finds a fixed subgroup size dividing `head_dim / 4`.
+    Subgroup,
+}
+
+/// Lanes of the subgroup path on this device for `head_dim`, if it can run: the
+/// subgroup size must be fixed (the kernel's workgroup is one subgroup) at 4 or 8, and
+/// divide the vec4 columns of a row.
+pub fn subgroup_lanes(gpu: &crate::gpu::Gpu, head_dim: u32) -> Option<u32> {
+    let info = gpu.info();
+    let lanes = info.subgroup_min_size;
+    let fits = gpu.has_subgroups()
+        && lanes == info.subgroup_max_size
+        && (lanes == 4 || lanes == 8)
+        && (head_dim / 4).is_multiple_of(lanes);
+    fits.then_some(lanes)
 }
 
 /// Up to this many queries `Auto` takes the decode path.
@@ -59,22 +98,30 @@ struct Params {
 /// every loop after 65535; a little is kept back for the loops the estimate ignores.
 pub const LOOP_BUDGET: u64 = 60_000;
 
-/// Loop iterations per thread of one path, after attention.wgsl's loop structure
-/// (dot products over vec4 unrolled by four). A loop of n iterations costs llvmpipe
-/// n + 1: the pass that leaves it counts too.
+/// Loop iterations per thread of one path, after attention.wgsl's loop structure. A
+/// loop of n iterations costs llvmpipe n + 1: the pass that leaves it counts too. Loops
+/// the compiler may unroll are counted anyway, so this is an upper bound.
 pub fn loop_estimate(path: AttentionPath, shape: &AttentionShape) -> u64 {
     let hd4 = (shape.head_dim / 4).max(1) as u64;
-    let rest = hd4 % 4;
-    let dot = hd4 / 4 + 1 + if rest > 0 { rest + 1 } else { 0 };
     let keys = shape.past_len as u64 + shape.n_query as u64;
     match path {
         AttentionPath::Decode => {
+            let rest = hd4 % 4;
+            let dot = hd4 / 4 + 1 + if rest > 0 { rest + 1 } else { 0 };
             let lanes = 256 / hd4;
             let chunks = keys.div_ceil(256);
             // per chunk: a score, 8 reduction steps + 1, the lane's share of the values
             3 + chunks * (1 + dot + 9 + 256u64.div_ceil(lanes) + 1) + 9 + lanes + 1
         }
-        _ => {
+        AttentionPath::Subgroup => {
+            // per four keys: the chunk loop and two loops over the row in steps of the
+            // lanes (4 at least); the q load and the store
+            let steps = hd4.div_ceil(4) + 1;
+            2 * (hd4 + 1) + keys.div_ceil(4) * (1 + 2 * steps) + 1
+        }
+        AttentionPath::Auto | AttentionPath::Tiled => {
+            let rest = hd4 % 4;
+            let dot = hd4 / 4 + 1 + if rest > 0 { rest + 1 } else { 0 };
             let bk = keys_per_tile(shape.head_dim) as u64;
             let tiles = keys.div_ceil(bk);
             // per tile: the loop itself, loads, the rescale, two key loops; per key: a
@@ -137,13 +184,17 @@ pub async fn attention_forward_path(
     if n_query == 0 || n_head == 0 {
         return Ok(());
     }
-    let tiled_fits = loop_estimate(AttentionPath::Tiled, &shape) <= LOOP_BUDGET;
-    let decode = match path {
-        AttentionPath::Auto => n_query <= DECODE_MAX_QUERIES || !tiled_fits,
-        AttentionPath::Tiled => false,
-        AttentionPath::Decode => true,
+    let gpu = batch.gpu();
+    let lanes = subgroup_lanes(gpu, head_dim);
+    let fits = |path| loop_estimate(path, &shape) <= LOOP_BUDGET;
+    let chosen = match path {
+        AttentionPath::Auto => match lanes {
+            Some(_) if fits(AttentionPath::Subgroup) => AttentionPath::Subgroup,
+            _ if n_query > DECODE_MAX_QUERIES && fits(AttentionPath::Tiled) => AttentionPath::Tiled,
+            _ => AttentionPath::Decode,
+        },
+        other => other,
     };
-    let chosen = if decode { AttentionPath::Decode } else { AttentionPath::Tiled };
     let loops = loop_estimate(chosen, &shape);
     if loops > LOOP_BUDGET {
         return Err(GpuError::shape(
@@ -151,19 +202,29 @@ pub async fn attention_forward_path(
             format!("{shape:?} needs ~{loops} loop iterations per thread on the {chosen:?} path; llvmpipe stops loops past 65535"),
         ));
     }
-    let entry = if decode { "attention_forward_decode" } else { "attention_forward" };
-    // Both constants are needed by every entry: the file declares both paths' storage.
-    let kernel = Kernel::new("attention", SOURCE, entry)
-        .with("HEAD_DIM", format!("{head_dim}u"))
-        .with("BK", format!("{}u", keys_per_tile(head_dim)));
-    let pipeline = batch.gpu().pipeline(&kernel).await?;
-    let params = Params { n_query, past_len, n_head, n_kv_head, scale: 1.0 / (head_dim as f32).sqrt(), _pad: [0; 3] };
+    let group = n_head / n_kv_head;
     // Counts fit u32: q fits one binding, so n_query * n_head < 2^25.
-    let groups = if decode {
-        n_query * n_head
-    } else {
-        (n_query * (n_head / n_kv_head)).div_ceil(TILE_ROWS) * n_kv_head
+    let (kernel, groups) = match (chosen, lanes) {
+        (AttentionPath::Subgroup, Some(sg)) => (
+            Kernel::new("attention", module(true), "attention_forward_subgroup")
+                .with("SG", format!("{sg}u"))
+                .with_subgroups(),
+            (n_query * group).div_ceil(sg) * n_kv_head,
+        ),
+        (AttentionPath::Subgroup, None) => {
+            return Err(GpuError::shape(
+                NAME,
+                format!("the subgroup path needs a fixed subgroup of 4 or 8 lanes dividing head_dim / 4 ({head_dim}); {}", gpu.describe()),
+            ))
+        }
+        (AttentionPath::Decode, _) => (Kernel::new("attention", module(false), "attention_forward_decode"), n_query * n_head),
+        _ => (Kernel::new("attention", module(false), "attention_forward"), (n_query * group).div_ceil(TILE_ROWS) * n_kv_head),
     };
+    // Both constants are needed by every portable entry: the module declares both
+    // paths' storage.
+    let kernel = kernel.with("HEAD_DIM", format!("{head_dim}u")).with("BK", format!("{}u", keys_per_tile(head_dim)));
+    let pipeline = gpu.pipeline(&kernel).await?;
+    let params = Params { n_query, past_len, n_head, n_kv_head, scale: 1.0 / (head_dim as f32).sqrt(), _pad: [0; 3] };
     let bindings = [q.into(), k_cache.into(), v_cache.into(), out.into(), lse.into()];
     batch.dispatch(&pipeline, &params, &bindings, grid(groups))
 }

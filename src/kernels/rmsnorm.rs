@@ -1,7 +1,12 @@
 //! RMSNorm (shaders/rmsnorm.wgsl): `y = x * rstd * w`, `rstd = 1/sqrt(mean(x²) + eps)`
 //! per row; rstd is written for the backward.
+//!
+//! Backward (docs/training-math.md), with `g = dy * w`:
+//! `dx = rstd * (g - x * rstd² * mean(g * x))`. No `dw`: the norm weights are frozen
+//! in LoRA training, so only the gradient flowing through to `x` is computed.
 
 use super::add::ensure_len;
+use super::ensure_distinct;
 use crate::gpu::{batch::grid, Batch, Buffer, GpuError, Kernel};
 
 const SOURCE: &str = include_str!("../../shaders/rmsnorm.wgsl");
@@ -13,7 +18,8 @@ struct Params {
     rows: u32,
     dim: u32,
     eps: f32,
-    _pad: u32,
+    /// Backward only: 1 adds onto `dx`, 0 overwrites it.
+    accumulate: u32,
 }
 
 /// Normalises each row of `x` [rows, dim] into `y` [rows, dim] with `weight` [dim];
@@ -44,10 +50,61 @@ pub async fn rmsnorm_forward(
     let pipeline = batch.gpu().pipeline(&Kernel::new("rmsnorm", SOURCE, NAME)).await?;
     batch.dispatch(
         &pipeline,
-        &Params { rows, dim, eps, _pad: 0 },
+        &Params { rows, dim, eps, accumulate: 0 },
         &[x.into(), weight.into(), y.into(), rstd.into()],
         grid(rows),
     )
+}
+
+/// `dx` [rows, dim] from `x` [rows, dim], `weight` [dim], the forward's `rstd` [rows]
+/// and `dy` [rows, dim]; with `accumulate` the result is added onto `dx` (the residual
+/// stream's gradient), else it overwrites it. `dx` must differ from the inputs.
+#[allow(clippy::too_many_arguments)]
+pub async fn rmsnorm_backward(
+    batch: &mut Batch<'_>,
+    x: &Buffer,
+    weight: &Buffer,
+    rstd: &Buffer,
+    dy: &Buffer,
+    dx: &Buffer,
+    rows: u32,
+    dim: u32,
+    accumulate: bool,
+) -> Result<(), GpuError> {
+    const NAME: &str = "rmsnorm_backward";
+    let n = rows as u64 * dim as u64;
+    ensure_len(NAME, "x", x, n)?;
+    ensure_len(NAME, "weight", weight, dim as u64)?;
+    ensure_len(NAME, "rstd", rstd, rows as u64)?;
+    ensure_len(NAME, "dy", dy, n)?;
+    ensure_len(NAME, "dx", dx, n)?;
+    ensure_distinct(NAME, &[("x", x), ("weight", weight), ("rstd", rstd), ("dy", dy), ("dx", dx)])?;
+    if n == 0 {
+        return Ok(());
+    }
+    let pipeline = batch.gpu().pipeline(&Kernel::new("rmsnorm", SOURCE, NAME)).await?;
+    batch.dispatch(
+        &pipeline,
+        &Params { rows, dim, eps: 0.0, accumulate: accumulate as u32 },
+        &[x.into(), weight.into(), dy.into(), rstd.into(), dx.into()],
+        grid(rows),
+    )
+}
+
+/// CPU reference of [`rmsnorm_backward`] (without accumulation), in f64 from the given
+/// `rstd`.
+pub fn rmsnorm_backward_cpu(x: &[f32], weight: &[f32], rstd: &[f32], dy: &[f32], rows: usize, dim: usize) -> Vec<f32> {
+    let mut dx = vec![0.0; rows * dim];
+    for (t, &r) in rstd.iter().enumerate().take(rows) {
+        let r = r as f64;
+        let base = t * dim;
+        let gx: f64 = (0..dim).map(|d| dy[base + d] as f64 * weight[d] as f64 * x[base + d] as f64).sum();
+        let c = r * r * gx / dim as f64;
+        for d in 0..dim {
+            dx[base + d] = (r * (dy[base + d] as f64 * weight[d] as f64 - x[base + d] as f64 * c)) as f32;
+        }
+    }
+    dx
 }
 
 /// CPU reference of [`rmsnorm_forward`]: returns `(y, rstd)`.
@@ -64,4 +121,12 @@ pub fn rmsnorm_forward_cpu(x: &[f32], weight: &[f32], rows: usize, dim: usize, e
         }
     }
     (y, rstd)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn params_mirror_the_shader() {
+        assert_eq!(super::super::wgsl_struct_bytes(super::SOURCE, "Params"), Some(std::mem::size_of::<super::Params>()));
+    }
 }

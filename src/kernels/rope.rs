@@ -1,5 +1,8 @@
 //! Rotary position embedding (shaders/rope.wgsl), in place on q or k, and the CPU
 //! side of it: the inverse frequencies with theta and rope scaling applied.
+//!
+//! Backward: RoPE is a rotation per pair, so the input gradient is the output gradient
+//! rotated by the negative angle ([`rope_backward`], in place on dq or dk).
 
 use super::add::ensure_len;
 use crate::gpu::{batch::grid, Batch, Buffer, GpuError, Kernel};
@@ -86,18 +89,45 @@ pub async fn rope_forward(
     head_dim: u32,
     style: RopeStyle,
 ) -> Result<(), GpuError> {
-    const NAME: &str = "rope_forward";
+    rope_dispatch("rope_forward", batch, x, pos, inv_freq, [rows, heads, head_dim], style).await
+}
+
+/// The backward of [`rope_forward`], in place: turns `dx` = dL/d(rotated x)
+/// [rows, heads, head_dim] into dL/dx by rotating each pair by `-pos[t] * inv_freq[i]`.
+#[allow(clippy::too_many_arguments)]
+pub async fn rope_backward(
+    batch: &mut Batch<'_>,
+    dx: &Buffer,
+    pos: &Buffer,
+    inv_freq: &Buffer,
+    rows: u32,
+    heads: u32,
+    head_dim: u32,
+    style: RopeStyle,
+) -> Result<(), GpuError> {
+    rope_dispatch("rope_backward", batch, dx, pos, inv_freq, [rows, heads, head_dim], style).await
+}
+
+async fn rope_dispatch(
+    name: &'static str,
+    batch: &mut Batch<'_>,
+    x: &Buffer,
+    pos: &Buffer,
+    inv_freq: &Buffer,
+    [rows, heads, head_dim]: [u32; 3],
+    style: RopeStyle,
+) -> Result<(), GpuError> {
     if !head_dim.is_multiple_of(2) {
-        return Err(GpuError::shape(NAME, format!("head_dim {head_dim} must be even")));
+        return Err(GpuError::shape(name, format!("head_dim {head_dim} must be even")));
     }
     let pairs = rows as u64 * heads as u64 * (head_dim / 2) as u64;
-    ensure_len(NAME, "x", x, 2 * pairs)?;
-    ensure_len(NAME, "pos", pos, rows as u64)?;
-    ensure_len(NAME, "inv_freq", inv_freq, (head_dim / 2) as u64)?;
+    ensure_len(name, "x", x, 2 * pairs)?;
+    ensure_len(name, "pos", pos, rows as u64)?;
+    ensure_len(name, "inv_freq", inv_freq, (head_dim / 2) as u64)?;
     if pairs == 0 {
         return Ok(());
     }
-    let pipeline = batch.gpu().pipeline(&Kernel::new("rope", SOURCE, NAME)).await?;
+    let pipeline = batch.gpu().pipeline(&Kernel::new("rope", SOURCE, name)).await?;
     let params = Params { rows, heads, head_dim, neox: (style == RopeStyle::Neox) as u32 };
     // pairs <= 2^23 here (x fits one 128 MiB binding), so the u32 cast is exact.
     batch.dispatch(&pipeline, &params, &[x.into(), pos.into(), inv_freq.into()], grid((pairs as u32).div_ceil(64)))
@@ -120,6 +150,27 @@ pub fn rope_forward_cpu(x: &mut [f32], pos: &[u32], inv_freq: &[f32], heads: usi
                 let (x0, x1) = (x[a], x[b]);
                 x[a] = x0 * c - x1 * s;
                 x[b] = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+/// CPU reference of [`rope_backward`]: the rotation by the negative angle, in f64.
+pub fn rope_backward_cpu(dx: &mut [f32], pos: &[u32], inv_freq: &[f32], heads: usize, head_dim: usize, style: RopeStyle) {
+    let half = head_dim / 2;
+    for (t, &position) in pos.iter().enumerate() {
+        for h in 0..heads {
+            let base = (t * heads + h) * head_dim;
+            for (i, &f) in inv_freq.iter().enumerate().take(half) {
+                let (a, b) = match style {
+                    RopeStyle::Interleaved => (base + 2 * i, base + 2 * i + 1),
+                    RopeStyle::Neox => (base + i, base + i + half),
+                };
+                let angle = (position as f32 * f) as f64;
+                let (s, c) = (angle.sin(), angle.cos());
+                let (g0, g1) = (dx[a] as f64, dx[b] as f64);
+                dx[a] = (g0 * c + g1 * s) as f32;
+                dx[b] = (-g0 * s + g1 * c) as f32;
             }
         }
     }

@@ -2,7 +2,7 @@
 //! cache, residual, RMSNorm, SwiGLU MLP, residual), final norm, lm_head in vocab chunks.
 
 use crate::gpu::{Batch, Buffer, Gpu};
-use crate::kernels::{add, attention, matmul, rmsnorm, rope, swiglu};
+use crate::kernels::{attention, matmul, rmsnorm, rope, swiglu};
 
 use super::{Arch, Config, Model, ModelError};
 
@@ -50,7 +50,6 @@ struct Activations {
     k: Buffer,
     v: Buffer,
     att: Buffer,
-    tmp: Buffer,
     gate: Buffer,
     up: Buffer,
     act: Buffer,
@@ -61,9 +60,9 @@ struct Activations {
 }
 
 impl Activations {
-    fn into_buffers(self) -> [Buffer; 14] {
+    fn into_buffers(self) -> [Buffer; 13] {
         let a = self;
-        [a.x, a.xn, a.q, a.k, a.v, a.att, a.tmp, a.gate, a.up, a.act, a.rstd, a.lse, a.ids, a.pos]
+        [a.x, a.xn, a.q, a.k, a.v, a.att, a.gate, a.up, a.act, a.rstd, a.lse, a.ids, a.pos]
     }
 
     fn new(gpu: &Gpu, c: &Config, t: usize) -> Result<Activations, ModelError> {
@@ -75,7 +74,6 @@ impl Activations {
             k: f("k", t * c.kv_dim())?,
             v: f("v", t * c.kv_dim())?,
             att: f("att", t * c.q_dim())?,
-            tmp: f("tmp", t * c.hidden)?,
             gate: f("gate", t * c.ffn)?,
             up: f("up", t * c.ffn)?,
             act: f("act", t * c.ffn)?,
@@ -145,14 +143,12 @@ impl Model {
                 },
             )
             .await?;
-            matmul::matmul(batch, &a.att, &l.wo, None, &a.tmp, tt).await?;
-            add::add_forward(batch, &a.tmp, &a.x, tt * d).await?;
+            matmul::matmul_add(batch, &a.att, &l.wo, None, &a.x, tt).await?;
             rmsnorm::rmsnorm_forward(batch, &a.x, &l.ffn_norm, &a.xn, &a.rstd, tt, d, c.rms_eps).await?;
             matmul::matmul(batch, &a.xn, &l.gate, None, &a.gate, tt).await?;
             matmul::matmul(batch, &a.xn, &l.up, None, &a.up, tt).await?;
             swiglu::swiglu_forward(batch, &a.gate, &a.up, &a.act, tt * c.ffn as u32).await?;
-            matmul::matmul(batch, &a.act, &l.down, None, &a.tmp, tt).await?;
-            add::add_forward(batch, &a.tmp, &a.x, tt * d).await?;
+            matmul::matmul_add(batch, &a.act, &l.down, None, &a.x, tt).await?;
         }
         rmsnorm::rmsnorm_forward(batch, &a.x, &self.output_norm, &a.xn, &a.rstd, tt, d, c.rms_eps).await?;
         cache.len = past + t;

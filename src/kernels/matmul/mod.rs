@@ -2,7 +2,9 @@
 //! gather from the same weights.
 //!
 //! Forward: y[t, n] = Σ_k x[t, k] · W[n, k] (+ bias[n]), x f32 [tokens, K] row-major,
-//! W [N, K] in its GGML type ([`Weight`]). Embedding: out[t, :] = W[ids[t], :].
+//! W [N, K] in its GGML type ([`Weight`]); [`matmul_add`] accumulates instead,
+//! y[t, n] += …, so a residual add needs no dispatch of its own.
+//! Embedding: out[t, :] = W[ids[t], :].
 //! No backward here: base weights are frozen, and dx = dy · W is the LoRA module's job.
 
 mod cpu;
@@ -11,24 +13,33 @@ mod weight;
 use std::ops::Range;
 
 pub use cpu::{embedding_cpu, matmul_cpu};
-pub use weight::{gpu_block_bytes, Weight};
+pub use weight::{gpu_block_bytes, gpu_row_bytes, Weight};
 
 use crate::gguf::GgmlType;
 use crate::gpu::{batch::grid, Batch, Buffer, GpuError, Kernel};
 
 const SOURCE: &str = include_str!("../../../shaders/matmul.wgsl");
+const MATVEC_SOURCE: &str = include_str!("../../../shaders/matvec.wgsl");
 
-/// shaders/matmul.wgsl holds two modules that share the middle of the file: the subgroup
-/// one (the file up to the portable section) and the portable one (from the shared part
-/// on). Naga rejects subgroup builtins on devices without the feature, even unused.
-fn module(subgroups: bool) -> &'static str {
+/// shaders/matmul.wgsl and matvec.wgsl each hold two modules that share the middle of
+/// the file: the subgroup one (the file up to the portable section) and the portable one
+/// (from the shared part on). Naga rejects subgroup builtins on devices without the
+/// feature, even unused.
+fn module(source: &'static str, subgroups: bool) -> &'static str {
     if subgroups {
-        let end = SOURCE.find("// ---- portable activation fetch").unwrap_or(SOURCE.len());
-        &SOURCE[..end]
+        let end = source.find("// ---- portable").unwrap_or(source.len());
+        &source[..end]
     } else {
-        &SOURCE[SOURCE.find("// ---- shared: both modules").unwrap_or(0)..]
+        &source[source.find("// ---- shared: both modules").unwrap_or(0)..]
     }
 }
+
+/// Lanes per workgroup of the matrix-vector kernel.
+const MATVEC_WG: u32 = 64;
+/// Rows each lane group of the matrix-vector kernel owns (`R` in matvec.wgsl).
+const MATVEC_ROWS: u32 = 4;
+/// Lanes per group in the portable matrix-vector module.
+const MATVEC_PORTABLE_LANES: u32 = 8;
 
 /// Mirrors `Params` in shaders/matmul.wgsl.
 #[repr(C)]
@@ -43,7 +54,9 @@ pub struct Params {
     pub y_col: u32,
     pub bias_row: u32,
     pub token_tiles: u32,
-    pub _pad: [u32; 3],
+    /// 1: y += result; 0: y = result.
+    pub accumulate: u32,
+    pub _pad: [u32; 2],
 }
 
 /// The kernel shapes. Each is one pipeline per weight type.
@@ -55,14 +68,18 @@ pub enum MatmulKernel {
     /// Tiled, but each lane loads a different activation and the subgroup shares them
     /// with `subgroupBroadcast`; only where the device has subgroups.
     SubgroupTiled,
-    /// One token per tile: matrix-vector for decoding, memory-bound.
+    /// Matrix-vector for decoding (memory-bound), one token per workgroup: groups of
+    /// lanes (a subgroup, or 8 lanes without subgroups) share rows, each lane reading
+    /// its own blocks of the row as vec4 loads; shaders/matvec.wgsl.
     Vector,
 }
 
 impl MatmulKernel {
     /// The fastest kernel this device offers for `tokens` rows of activations.
     pub fn choose(batch: &Batch<'_>, tokens: u32) -> MatmulKernel {
-        if tokens <= 2 {
+        // The matrix-vector kernel reads the weights once per token; up to 4 tokens that
+        // still beats a 16-token tile that is mostly empty.
+        if tokens <= 4 {
             MatmulKernel::Vector
         } else if batch.gpu().has_subgroups() {
             MatmulKernel::SubgroupTiled
@@ -76,14 +93,33 @@ impl MatmulKernel {
     fn tile(self) -> (u32, u32, u32) {
         match self {
             MatmulKernel::Tiled | MatmulKernel::SubgroupTiled => (64, 16, 4),
-            MatmulKernel::Vector => (64, 1, 1),
+            MatmulKernel::Vector => (MATVEC_WG, 1, MATVEC_ROWS),
         }
     }
 
-    fn kernel(self, ty: GgmlType, subgroup_min: u32) -> Kernel {
+    /// Rows of W one workgroup computes.
+    fn rows_per_group(self, subgroups: bool, subgroup_min: u32) -> u32 {
+        let (wg, _, rn) = self.tile();
+        match self {
+            MatmulKernel::Vector if subgroups => (wg / subgroup_min.clamp(1, wg)) * MATVEC_ROWS,
+            MatmulKernel::Vector => (wg / MATVEC_PORTABLE_LANES) * MATVEC_ROWS,
+            _ => wg * rn,
+        }
+    }
+
+    fn kernel(self, ty: GgmlType, subgroups: bool, subgroup_min: u32) -> Kernel {
         let (wg, tt, _) = self.tile();
+        if self == MatmulKernel::Vector {
+            let unit = if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) { 8 } else { 32 };
+            let kernel = Kernel::new("matvec", module(MATVEC_SOURCE, subgroups), "matvec_forward")
+                .with("FMT", format!("{}u", format_id(ty)))
+                .with("WG", format!("{wg}u"))
+                .with("UNIT", format!("{unit}u"))
+                .with("ROWS_WG", format!("{}u", self.rows_per_group(subgroups, subgroup_min)));
+            return if subgroups { kernel.with_subgroups() } else { kernel };
+        }
         let subgroups = self == MatmulKernel::SubgroupTiled;
-        let kernel = Kernel::new("matmul", module(subgroups), "matmul_forward")
+        let kernel = Kernel::new("matmul", module(SOURCE, subgroups), "matmul_forward")
             .with("FMT", format!("{}u", format_id(ty)))
             .with("WG", format!("{wg}u"))
             .with("TT", format!("{tt}u"));
@@ -121,7 +157,20 @@ pub async fn matmul(
     tokens: u32,
 ) -> Result<(), GpuError> {
     let kernel = MatmulKernel::choose(batch, tokens);
-    matmul_with(batch, kernel, x, w, bias, 0..w.rows(), y, w.rows() as u32, tokens).await
+    matmul_with(batch, kernel, x, w, bias, 0..w.rows(), y, w.rows() as u32, tokens, false).await
+}
+
+/// y[t, n] += Σ_k x[t, k] · W[n, k] (+ bias[n]): [`matmul`] fused with a residual add.
+pub async fn matmul_add(
+    batch: &mut Batch<'_>,
+    x: &Buffer,
+    w: &Weight,
+    bias: Option<&Buffer>,
+    y: &Buffer,
+    tokens: u32,
+) -> Result<(), GpuError> {
+    let kernel = MatmulKernel::choose(batch, tokens);
+    matmul_with(batch, kernel, x, w, bias, 0..w.rows(), y, w.rows() as u32, tokens, true).await
 }
 
 /// Rows `row_start..row_start + row_count` of the product, without bias, written to
@@ -138,10 +187,11 @@ pub async fn matmul_rows(
     tokens: u32,
 ) -> Result<(), GpuError> {
     let kernel = MatmulKernel::choose(batch, tokens);
-    matmul_with(batch, kernel, x, w, None, row_start..row_start + row_count, y, y_stride, tokens).await
+    matmul_with(batch, kernel, x, w, None, row_start..row_start + row_count, y, y_stride, tokens, false).await
 }
 
-/// The general form: rows `rows` of W with an explicit kernel choice (tests force each).
+/// The general form: rows `rows` of W with an explicit kernel choice (tests force each);
+/// `accumulate` adds to y instead of overwriting it.
 // The arguments are the problem's independent dimensions; bundling them would only
 // move the list into a struct literal at every call.
 #[allow(clippy::too_many_arguments)]
@@ -155,6 +205,7 @@ pub async fn matmul_with(
     y: &Buffer,
     y_stride: u32,
     tokens: u32,
+    accumulate: bool,
 ) -> Result<(), GpuError> {
     const NAME: &str = "matmul";
     let (k, t) = (w.cols() as u64, tokens as u64);
@@ -182,12 +233,19 @@ pub async fn matmul_with(
             return Err(GpuError::shape(NAME, format!("bias `{}` is shorter than {} rows", b.label(), rows.end)));
         }
     }
-    if kernel == MatmulKernel::SubgroupTiled && !batch.gpu().has_subgroups() {
+    let has_subgroups = batch.gpu().has_subgroups();
+    if kernel == MatmulKernel::SubgroupTiled && !has_subgroups {
         return Err(GpuError::shape(NAME, "SubgroupTiled needs a device with subgroups"));
     }
     let subgroup_min = batch.gpu().info().subgroup_min_size;
-    let pipeline = batch.gpu().pipeline(&kernel.kernel(w.ty(), subgroup_min)).await?;
-    let (wg, tt, rn) = kernel.tile();
+    let subgroups = match kernel {
+        MatmulKernel::Tiled => false,
+        MatmulKernel::SubgroupTiled => true,
+        MatmulKernel::Vector => has_subgroups,
+    };
+    let pipeline = batch.gpu().pipeline(&kernel.kernel(w.ty(), subgroups, subgroup_min)).await?;
+    let (_, tt, _) = kernel.tile();
+    let per_group = kernel.rows_per_group(subgroups, subgroup_min);
     let token_tiles = tokens.div_ceil(tt);
     for chunk in &w.chunks {
         let lo = rows.start.max(chunk.row0);
@@ -206,12 +264,19 @@ pub async fn matmul_with(
             y_col: (lo - rows.start) as u32,
             bias_row: if bias.is_some() { lo as u32 } else { u32::MAX },
             token_tiles,
-            _pad: [0; 3],
+            accumulate: accumulate as u32,
+            _pad: [0; 2],
         };
-        let groups = token_tiles * count.div_ceil(wg * rn);
+        let groups = token_tiles * count.div_ceil(per_group);
         // Unbound bias still needs a buffer in its slot; the shader never reads it.
         let bias = bias.unwrap_or(x);
-        batch.dispatch(&pipeline, &params, &[x.into(), (&chunk.buffer).into(), y.into(), bias.into()], grid(groups))?;
+        let weights = (&chunk.buffer).into();
+        if kernel == MatmulKernel::Vector {
+            // matvec.wgsl binds the chunk twice: as vec4 words and as single words.
+            batch.dispatch(&pipeline, &params, &[x.into(), weights, y.into(), bias.into(), weights], grid(groups))?;
+        } else {
+            batch.dispatch(&pipeline, &params, &[x.into(), weights, y.into(), bias.into()], grid(groups))?;
+        }
     }
     Ok(())
 }
@@ -233,8 +298,8 @@ pub async fn embedding(batch: &mut Batch<'_>, w: &Weight, ids: &Buffer, out: &Bu
             format!("ids `{}` ({} B) or out `{}` ({} B) too small for {tokens} tokens × {k}", ids.label(), ids.size(), out.label(), out.size()),
         ));
     }
-    // The module also holds matmul_forward, so it needs its constants; the smallest tile.
-    let kernel = MatmulKernel::Vector.kernel(w.ty(), 0);
+    // The module also holds matmul_forward, so it needs its constants; the portable one.
+    let kernel = MatmulKernel::Tiled.kernel(w.ty(), false, 0);
     let kernel = Kernel { entry: "embedding_forward", ..kernel };
     let pipeline = batch.gpu().pipeline(&kernel).await?;
     let threads = tokens * (k / 8) as u32;

@@ -1,11 +1,13 @@
 //! A GGUF weight matrix on the GPU, still quantized, in row chunks.
 //!
-//! GPU layout: every GGML block is copied whole but padded to u32 words, so a shader can
-//! read it with word loads. Where GGML packs the f16 scale so that the quants that follow
-//! are misaligned (Q4_0 18 B, Q8_0 34 B) two zero bytes go after the scale (20 B, 36 B);
-//! Q6_K (210 B) gets two zero bytes at its end (212 B); Q4_1 (20 B) and Q4_K (144 B)
-//! are already aligned. F16/BF16 rows are padded to an even count. A row is always whole
-//! words, so a chunk can start at any row.
+//! GPU layout: every row starts on a 16-byte boundary (rows padded with zeros), so the
+//! matrix-vector kernel can read it with `vec4<u32>` loads. Q4_0, Q4_1 and Q8_0 rows are
+//! split into two planes: first the quants of every block (16 or 32 bytes each, so a
+//! block's quants are one or two aligned vec4 loads), then the scales (Q4_0 and Q8_0:
+//! one f16 per block, two per word; Q4_1: the (d, m) f16 pair, one word per block). Q4_K
+//! (144 B) blocks are copied whole; Q6_K (210 B) blocks get two zero bytes at their end
+//! (212 B). F32/F16/BF16 rows are copied as they are. A row is always whole vec4s, so a
+//! chunk can start at any row.
 //!
 //! Chunks: no binding may exceed the device's `max_storage_buffer_binding_size` (128 MiB
 //! in browsers), and e.g. Qwen2.5-0.5B's Q8_0 embedding is 144 MiB, so the rows are split
@@ -31,14 +33,17 @@ pub struct Weight {
     pub(super) chunks: Vec<Chunk>,
 }
 
-/// Bytes one GGML block takes on the GPU.
+/// Bytes one GGML block takes on the GPU (before the row's padding).
 pub fn gpu_block_bytes(ty: GgmlType) -> usize {
     match ty {
-        GgmlType::Q4_0 => 20,
-        GgmlType::Q8_0 => 36,
         GgmlType::Q6_K => 212,
         other => other.block_bytes(),
     }
+}
+
+/// Bytes one row of `cols` values takes on the GPU: whole blocks, padded to 16 bytes.
+pub fn gpu_row_bytes(ty: GgmlType, cols: usize) -> usize {
+    (cols / ty.block_len() * gpu_block_bytes(ty)).next_multiple_of(16)
 }
 
 impl Weight {
@@ -66,7 +71,7 @@ impl Weight {
         if bytes.len() != rows * src_row {
             return Err(shape(format!("expected {} bytes, got {}", rows * src_row, bytes.len())));
         }
-        let row_bytes = (cols / ty.block_len() * gpu_block_bytes(ty)).next_multiple_of(4);
+        let row_bytes = gpu_row_bytes(ty, cols);
         let limit = max_chunk_bytes.min(gpu.limits().max_storage_buffer_binding_size);
         let rows_per_chunk = (limit / row_bytes as u64) as usize;
         if rows_per_chunk == 0 {
@@ -79,8 +84,9 @@ impl Weight {
             staging.clear();
             staging.reserve(count * row_bytes);
             for row in bytes[row0 * src_row..(row0 + count) * src_row].chunks_exact(src_row) {
+                let end = staging.len() + row_bytes;
                 repack_row(ty, row, &mut staging);
-                staging.resize(staging.len().next_multiple_of(4), 0);
+                staging.resize(end, 0);
             }
             let name = if rows_per_chunk >= rows { label.to_string() } else { format!("{label}[{row0}..]") };
             chunks.push(Chunk { row0, rows: count, buffer: gpu.upload(&name, &staging)? });
@@ -110,13 +116,18 @@ impl Weight {
     }
 }
 
+/// Appends one row in the GPU layout (without the row's end padding).
 fn repack_row(ty: GgmlType, row: &[u8], out: &mut Vec<u8>) {
     match ty {
-        GgmlType::Q4_0 | GgmlType::Q8_0 => {
-            for block in row.chunks_exact(ty.block_bytes()) {
-                out.extend_from_slice(&block[..2]);
-                out.extend_from_slice(&[0, 0]);
-                out.extend_from_slice(&block[2..]);
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => {
+            // The scale bytes lead each GGML block: 2 (d) or 4 (d, m for Q4_1).
+            let head = if ty == GgmlType::Q4_1 { 4 } else { 2 };
+            let blocks = row.chunks_exact(ty.block_bytes());
+            for block in blocks.clone() {
+                out.extend_from_slice(&block[head..]);
+            }
+            for block in blocks {
+                out.extend_from_slice(&block[..head]);
             }
         }
         GgmlType::Q6_K => {

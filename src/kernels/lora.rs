@@ -1,0 +1,315 @@
+//! LoRA adapter kernels (shaders/lora.wgsl): for x [T, in], A [r, in], B [out, r] in f32
+//! and `scale = alpha / r` (rsLoRA: `alpha / sqrt(r)`):
+//!
+//! - forward: `u = x · Aᵀ` [T, r] (kept for the backward), `y += scale · u · Bᵀ`;
+//! - backward: `du = scale · dy · B` [T, r], `dB = scale · dyᵀ · u` [out, r],
+//!   `dA = duᵀ · x` [r, in], `dx += du · A` [T, in].
+//!
+//! Order in a backward step: [`lora_backward_u`] first (the others read `du`), then
+//! [`lora_backward_b`], [`lora_backward_a`] and [`lora_backward_input`] in any order.
+//! A, B, dA and dB are [`View`]s, so they can live at offsets of one flat parameter
+//! buffer and one flat gradient buffer (what AdamW steps over). Derivation in
+//! docs/training-math.md.
+
+use super::add::ensure_len;
+use crate::gpu::{batch::grid, Batch, Buffer, GpuError, Kernel};
+
+const SOURCE: &str = include_str!("../../shaders/lora.wgsl");
+
+/// Largest rank the kernels are tested for.
+pub const MAX_RANK: u32 = 64;
+
+/// Loop iterations one invocation may run (lavapipe leaves every loop after 65,535
+/// iterations in all per invocation, silently); a little is kept back.
+const LOOP_BUDGET: u64 = 60_000;
+
+/// Side of the square output tile (`TILE` in lora.wgsl).
+const TILE: u32 = 16;
+
+/// Mirrors `Params` in lora.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    accumulate: u32,
+    lhs_off: u32,
+    lhs_rs: u32,
+    lhs_cs: u32,
+    rhs_off: u32,
+    rhs_rs: u32,
+    rhs_cs: u32,
+    out_off: u32,
+    out_rs: u32,
+    alpha: f32,
+    _pad: [u32; 3],
+}
+
+/// f32 values of a buffer from `offset` (in elements) on: one tensor of a flat buffer.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub buffer: &'a Buffer,
+    pub offset: u32,
+}
+
+impl<'a> View<'a> {
+    pub fn at(buffer: &'a Buffer, offset: u32) -> View<'a> {
+        View { buffer, offset }
+    }
+}
+
+impl<'a> From<&'a Buffer> for View<'a> {
+    fn from(buffer: &'a Buffer) -> Self {
+        View { buffer, offset: 0 }
+    }
+}
+
+/// The dimensions of one adapted projection and its scale.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoraShape {
+    pub tokens: u32,
+    pub d_in: u32,
+    pub d_out: u32,
+    pub rank: u32,
+    /// `alpha / rank` (PEFT), or `alpha / sqrt(rank)` with rsLoRA.
+    pub scale: f32,
+}
+
+impl LoraShape {
+    fn check(&self, name: &'static str) -> Result<(), GpuError> {
+        if self.rank == 0 || self.rank > MAX_RANK {
+            return Err(GpuError::shape(name, format!("rank {} must be in 1..={MAX_RANK}", self.rank)));
+        }
+        if self.rank > self.d_in.min(self.d_out) {
+            return Err(GpuError::shape(
+                name,
+                format!("rank {} exceeds a dimension of the {}→{} projection", self.rank, self.d_in, self.d_out),
+            ));
+        }
+        if !self.scale.is_finite() {
+            return Err(GpuError::shape(name, format!("scale {} must be finite", self.scale)));
+        }
+        Ok(())
+    }
+}
+
+/// One operand of the generic matmul: element (i, j) at `offset + i·rs + j·cs`.
+struct Operand<'a> {
+    name: &'static str,
+    view: View<'a>,
+    rs: u32,
+    cs: u32,
+}
+
+/// out[m, n] (+)= alpha · Σ_k L[m, k] · R[k, n] through entry point `name`.
+#[allow(clippy::too_many_arguments)]
+async fn lora_matmul(
+    batch: &mut Batch<'_>,
+    name: &'static str,
+    [m, n, k]: [u32; 3],
+    lhs: Operand<'_>,
+    rhs: Operand<'_>,
+    out: (&'static str, View<'_>),
+    alpha: f32,
+    accumulate: bool,
+) -> Result<(), GpuError> {
+    let (out_name, out_view) = out;
+    // Largest element index read or written, per operand: checks the buffer is long enough.
+    let last = |v: &View<'_>, rows: u32, cols: u32, rs: u32, cs: u32| {
+        v.offset as u64 + (rows.max(1) as u64 - 1) * rs as u64 + (cols.max(1) as u64 - 1) * cs as u64
+    };
+    ensure_len(name, lhs.name, lhs.view.buffer, last(&lhs.view, m, k, lhs.rs, lhs.cs) + 1)?;
+    ensure_len(name, rhs.name, rhs.view.buffer, last(&rhs.view, k, n, rhs.rs, rhs.cs) + 1)?;
+    ensure_len(name, out_name, out_view.buffer, last(&out_view, m, n, n, 1) + 1)?;
+    for (operand, buffer) in [(lhs.name, lhs.view.buffer), (rhs.name, rhs.view.buffer)] {
+        if buffer.raw() == out_view.buffer.raw() {
+            return Err(GpuError::shape(name, format!("`{operand}` and `{out_name}` are the same buffer `{}`", buffer.label())));
+        }
+    }
+    let loops = (k as u64).div_ceil(TILE as u64) * (TILE as u64 + 1);
+    if loops > LOOP_BUDGET {
+        return Err(GpuError::shape(
+            name,
+            format!("a contraction over {k} would run {loops} loop iterations per thread (at most {LOOP_BUDGET}); split it"),
+        ));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let pipeline = batch.gpu().pipeline(&Kernel::new("lora", SOURCE, name)).await?;
+    let params = Params {
+        m,
+        n,
+        k,
+        accumulate: accumulate as u32,
+        lhs_off: lhs.view.offset,
+        lhs_rs: lhs.rs,
+        lhs_cs: lhs.cs,
+        rhs_off: rhs.view.offset,
+        rhs_rs: rhs.rs,
+        rhs_cs: rhs.cs,
+        out_off: out_view.offset,
+        out_rs: n,
+        alpha,
+        _pad: [0; 3],
+    };
+    let groups = m.div_ceil(TILE) * n.div_ceil(TILE);
+    batch.dispatch(
+        &pipeline,
+        &params,
+        &[lhs.view.buffer.into(), rhs.view.buffer.into(), out_view.buffer.into()],
+        grid(groups),
+    )
+}
+
+/// Forward: `u = x · Aᵀ` into `u` [T, r] (kept for the backward), then
+/// `y += scale · u · Bᵀ` onto `y` [T, out] (which holds the base projection's output).
+pub async fn lora_forward(
+    batch: &mut Batch<'_>,
+    x: &Buffer,
+    a: View<'_>,
+    b: View<'_>,
+    u: &Buffer,
+    y: &Buffer,
+    shape: LoraShape,
+) -> Result<(), GpuError> {
+    let LoraShape { tokens, d_in, d_out, rank, scale } = shape;
+    shape.check("lora_forward")?;
+    let x_op = Operand { name: "x", view: x.into(), rs: d_in, cs: 1 };
+    let a_op = Operand { name: "a", view: a, rs: 1, cs: d_in }; // Aᵀ[k, n] = A[n, k]
+    lora_matmul(batch, "lora_forward_down", [tokens, rank, d_in], x_op, a_op, ("u", u.into()), 1.0, false).await?;
+    let u_op = Operand { name: "u", view: u.into(), rs: rank, cs: 1 };
+    let b_op = Operand { name: "b", view: b, rs: 1, cs: rank }; // Bᵀ[k, n] = B[n, k]
+    lora_matmul(batch, "lora_forward_up", [tokens, d_out, rank], u_op, b_op, ("y", y.into()), scale, true).await
+}
+
+/// `du = scale · dy · B` [T, r] from `dy` [T, out]; the gradient with respect to `u`.
+pub async fn lora_backward_u(
+    batch: &mut Batch<'_>,
+    dy: &Buffer,
+    b: View<'_>,
+    du: &Buffer,
+    shape: LoraShape,
+) -> Result<(), GpuError> {
+    let LoraShape { tokens, d_out, rank, scale, .. } = shape;
+    shape.check("lora_backward_u")?;
+    let dy_op = Operand { name: "dy", view: dy.into(), rs: d_out, cs: 1 };
+    let b_op = Operand { name: "b", view: b, rs: rank, cs: 1 };
+    lora_matmul(batch, "lora_backward_u", [tokens, rank, d_out], dy_op, b_op, ("du", du.into()), scale, false).await
+}
+
+/// `dB = scale · dyᵀ · u` [out, r], added onto `db` with `accumulate` (gradient
+/// accumulation over micro-batches), else written.
+pub async fn lora_backward_b(
+    batch: &mut Batch<'_>,
+    dy: &Buffer,
+    u: &Buffer,
+    db: View<'_>,
+    shape: LoraShape,
+    accumulate: bool,
+) -> Result<(), GpuError> {
+    let LoraShape { tokens, d_out, rank, scale, .. } = shape;
+    shape.check("lora_backward_b")?;
+    let dyt = Operand { name: "dy", view: dy.into(), rs: 1, cs: d_out }; // dyᵀ[m, k] = dy[k, m]
+    let u_op = Operand { name: "u", view: u.into(), rs: rank, cs: 1 };
+    lora_matmul(batch, "lora_backward_b", [d_out, rank, tokens], dyt, u_op, ("db", db), scale, accumulate).await
+}
+
+/// `dA = duᵀ · x` [r, in] (the scale is already in `du`), added onto `da` with
+/// `accumulate`, else written.
+pub async fn lora_backward_a(
+    batch: &mut Batch<'_>,
+    du: &Buffer,
+    x: &Buffer,
+    da: View<'_>,
+    shape: LoraShape,
+    accumulate: bool,
+) -> Result<(), GpuError> {
+    let LoraShape { tokens, d_in, rank, .. } = shape;
+    shape.check("lora_backward_a")?;
+    let dut = Operand { name: "du", view: du.into(), rs: 1, cs: rank }; // duᵀ[m, k] = du[k, m]
+    let x_op = Operand { name: "x", view: x.into(), rs: d_in, cs: 1 };
+    lora_matmul(batch, "lora_backward_a", [rank, d_in, tokens], dut, x_op, ("da", da), 1.0, accumulate).await
+}
+
+/// `dx += du · A` [T, in]: the adapter's share of the input gradient, added onto `dx`
+/// (which holds the frozen base weight's `dy · W`).
+pub async fn lora_backward_input(
+    batch: &mut Batch<'_>,
+    du: &Buffer,
+    a: View<'_>,
+    dx: &Buffer,
+    shape: LoraShape,
+) -> Result<(), GpuError> {
+    let LoraShape { tokens, d_in, rank, .. } = shape;
+    shape.check("lora_backward_input")?;
+    let du_op = Operand { name: "du", view: du.into(), rs: rank, cs: 1 };
+    let a_op = Operand { name: "a", view: a, rs: d_in, cs: 1 };
+    lora_matmul(batch, "lora_backward_input", [tokens, d_in, rank], du_op, a_op, ("dx", dx.into()), 1.0, true).await
+}
+
+/// CPU reference of [`lora_forward`] in f64: returns `(u, y + scale · u · Bᵀ)`.
+pub fn lora_forward_cpu(x: &[f32], a: &[f32], b: &[f32], y: &[f32], shape: LoraShape) -> (Vec<f64>, Vec<f64>) {
+    let (t, din, dout, r) = (shape.tokens as usize, shape.d_in as usize, shape.d_out as usize, shape.rank as usize);
+    let mut u = vec![0.0f64; t * r];
+    for i in 0..t {
+        for j in 0..r {
+            u[i * r + j] = (0..din).map(|k| x[i * din + k] as f64 * a[j * din + k] as f64).sum();
+        }
+    }
+    let mut out: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+    for i in 0..t {
+        for o in 0..dout {
+            let s: f64 = (0..r).map(|j| u[i * r + j] * b[o * r + j] as f64).sum();
+            out[i * dout + o] += shape.scale as f64 * s;
+        }
+    }
+    (u, out)
+}
+
+/// The LoRA gradients of a CPU reference backward, in f64.
+pub struct LoraGradsCpu {
+    pub du: Vec<f64>,
+    pub da: Vec<f64>,
+    pub db: Vec<f64>,
+    /// The adapter's share of dx (without the base weight's).
+    pub dx: Vec<f64>,
+}
+
+/// CPU reference of the backward kernels, plain loops in f64.
+pub fn lora_backward_cpu(x: &[f32], a: &[f32], b: &[f32], dy: &[f32], shape: LoraShape) -> LoraGradsCpu {
+    let (t, din, dout, r) = (shape.tokens as usize, shape.d_in as usize, shape.d_out as usize, shape.rank as usize);
+    let s = shape.scale as f64;
+    let (u, _) = lora_forward_cpu(x, a, b, &vec![0.0; t * dout], shape);
+    let mut g = LoraGradsCpu { du: vec![0.0; t * r], da: vec![0.0; r * din], db: vec![0.0; dout * r], dx: vec![0.0; t * din] };
+    for i in 0..t {
+        for j in 0..r {
+            g.du[i * r + j] = s * (0..dout).map(|o| dy[i * dout + o] as f64 * b[o * r + j] as f64).sum::<f64>();
+        }
+    }
+    for o in 0..dout {
+        for j in 0..r {
+            g.db[o * r + j] = s * (0..t).map(|i| dy[i * dout + o] as f64 * u[i * r + j]).sum::<f64>();
+        }
+    }
+    for j in 0..r {
+        for k in 0..din {
+            g.da[j * din + k] = (0..t).map(|i| g.du[i * r + j] * x[i * din + k] as f64).sum();
+        }
+    }
+    for i in 0..t {
+        for k in 0..din {
+            g.dx[i * din + k] = (0..r).map(|j| g.du[i * r + j] * a[j * din + k] as f64).sum();
+        }
+    }
+    g
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn params_mirror_the_shader() {
+        assert_eq!(super::super::wgsl_struct_bytes(super::SOURCE, "Params"), Some(std::mem::size_of::<super::Params>()));
+    }
+}
