@@ -15,14 +15,6 @@ const PREFILL: usize = 256;
 const DECODE: usize = 64;
 const RUNS: usize = 3;
 
-fn model_path() -> PathBuf {
-    std::env::var_os("CLASSTUNE_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-        let cache = std::env::var_os("CLASSTUNE_CACHE").map(PathBuf::from).unwrap_or(home.join(".cache/classtune"));
-        cache.join("SmolLM2-135M-Instruct.Q4_1.gguf")
-    })
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -58,7 +50,7 @@ print(statistics.median(pre), statistics.median(dec))
 }
 
 fn main() {
-    let path = model_path();
+    let path = classtune::paths::default_model();
     if let Err(e) = pollster::block_on(run(&path)) {
         eprintln!("bench failed: {e}");
         std::process::exit(1);

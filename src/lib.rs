@@ -12,4 +12,6 @@ pub mod gguf;
 pub mod gpu;
 pub mod kernels;
 pub mod model;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod paths;
 pub mod tokenizer;

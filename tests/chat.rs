@@ -10,13 +10,7 @@ use classtune::tokenizer::Tokenizer;
 use serde_json::Value as Json;
 
 fn model_path() -> PathBuf {
-    match std::env::var_os("CLASSTUNE_MODEL") {
-        Some(p) => PathBuf::from(p),
-        None => {
-            let home = std::env::var_os("HOME").unwrap_or_default();
-            Path::new(&home).join(".cache/classtune/SmolLM2-135M-Instruct.Q4_1.gguf")
-        }
-    }
+    classtune::paths::default_model()
 }
 
 fn smollm2() -> (ChatTemplate, Tokenizer) {

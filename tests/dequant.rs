@@ -4,16 +4,7 @@
 use classtune::gguf::dequant::{dequantize, quantize};
 use classtune::gguf::GgmlType;
 
-const TYPES: [GgmlType; 8] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q8_0,
-    GgmlType::Q4_K,
-    GgmlType::Q6_K,
-];
+const TYPES: [GgmlType; 8] = GgmlType::ALL;
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/fixtures/dequant/{name}", env!("CARGO_MANIFEST_DIR"));

@@ -23,16 +23,7 @@ const LEAF_TYPES: [ValueType; 12] = [
     ValueType::F64,
 ];
 
-const TENSOR_TYPES: [GgmlType; 8] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q8_0,
-    GgmlType::Q4_K,
-    GgmlType::Q6_K,
-];
+const TENSOR_TYPES: [GgmlType; 8] = GgmlType::ALL;
 
 fn leaf(ty: ValueType) -> BoxedStrategy<Value> {
     match ty {

@@ -11,16 +11,7 @@ use classtune::kernels::matmul::{
 use half::f16;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-const TYPES: [GgmlType; 8] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q8_0,
-    GgmlType::Q4_K,
-    GgmlType::Q6_K,
-];
+const TYPES: [GgmlType; 8] = GgmlType::ALL;
 
 fn gpu() -> Result<Gpu, GpuError> {
     pollster::block_on(Gpu::new(GpuOptions::default()))

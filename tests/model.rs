@@ -5,7 +5,7 @@
 
 mod reference;
 
-use classtune::gguf::{MappedFile, TensorSource};
+use classtune::gguf::MappedFile;
 use classtune::gpu::{Gpu, GpuOptions};
 use classtune::model::{GenerateOptions, Generator, KvCache, Model, StopReason};
 use reference::{argmax, ids, root, Reference};

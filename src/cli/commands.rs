@@ -17,7 +17,10 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 const CONTEXT: usize = 2048;
 
 fn open(path: &Path) -> Result<(MappedFile, Gguf)> {
-    let file = MappedFile::open(path)?;
+    let file = MappedFile::open(path).map_err(|e| match path == classtune::paths::default_model() {
+        true => format!("{e} (the default model: `bash scripts/setup.sh model` downloads it)"),
+        false => e.to_string(),
+    })?;
     let gguf = Gguf::parse(file.bytes(), file.len()).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((file, gguf))
 }

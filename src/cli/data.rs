@@ -30,17 +30,8 @@ pub struct DataArgs {
 /// The bundled sample course, used when no `--input` is given.
 const SAMPLE_COURSE: &str = "sample-course";
 
-/// The default model: `$CLASSTUNE_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf` (scripts/setup.sh).
-fn default_model() -> PathBuf {
-    let cache = std::env::var_os("CLASSTUNE_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/classtune")))
-        .unwrap_or_else(|| PathBuf::from(".cache/classtune"));
-    cache.join("SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
 pub fn run(args: DataArgs) -> Result<()> {
-    let model = args.model.clone().unwrap_or_else(default_model);
+    let model = args.model.clone().unwrap_or_else(classtune::paths::default_model);
     let file = MappedFile::open(&model).map_err(|e| format!("{e} (give the model with --model; scripts/setup.sh downloads the default one)"))?;
     let gguf = Gguf::parse(file.bytes(), file.len()).map_err(|e| format!("{}: {e}", model.display()))?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;

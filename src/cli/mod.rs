@@ -20,7 +20,8 @@ struct Cli {
 enum Command {
     /// Architecture, parameters, tensor types and memory needs of a GGUF model.
     Info {
-        #[arg(long)]
+        /// GGUF model [default: the SmolLM2 model that scripts/setup.sh caches]
+        #[arg(long, default_value_os_t = classtune::paths::default_model(), hide_default_value = true)]
         model: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -28,7 +29,8 @@ enum Command {
     },
     /// Generate a completion (only the completion goes to stdout).
     Generate {
-        #[arg(long)]
+        /// GGUF model [default: the SmolLM2 model that scripts/setup.sh caches]
+        #[arg(long, default_value_os_t = classtune::paths::default_model(), hide_default_value = true)]
         model: PathBuf,
         #[arg(long)]
         prompt: String,
@@ -52,7 +54,8 @@ enum Command {
     /// Logits of every position for the given token ids, as JSON (for parity checks
     /// against other engines and the browser build).
     Logits {
-        #[arg(long)]
+        /// GGUF model [default: the SmolLM2 model that scripts/setup.sh caches]
+        #[arg(long, default_value_os_t = classtune::paths::default_model(), hide_default_value = true)]
         model: PathBuf,
         /// Comma-separated token ids.
         #[arg(long, value_delimiter = ',', required = true)]
@@ -60,7 +63,8 @@ enum Command {
     },
     /// Mean negative log-likelihood of a text file under the model, as JSON.
     Score {
-        #[arg(long)]
+        /// GGUF model [default: the SmolLM2 model that scripts/setup.sh caches]
+        #[arg(long, default_value_os_t = classtune::paths::default_model(), hide_default_value = true)]
         model: PathBuf,
         #[arg(long)]
         data: PathBuf,

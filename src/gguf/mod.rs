@@ -29,6 +29,18 @@ pub enum GgmlType {
 }
 
 impl GgmlType {
+    /// Every supported type.
+    pub const ALL: [GgmlType; 8] = [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ];
+
     /// The type for a GGML type id, or `None` for ids we do not support.
     pub fn from_id(id: u32) -> Option<GgmlType> {
         Some(match id {

@@ -243,9 +243,5 @@ impl Raw {
 
 /// Path of the real SmolLM2 model (env `CLASSTUNE_MODEL`, else the cache default).
 pub fn model_path() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("CLASSTUNE_MODEL") {
-        return p.into();
-    }
-    let home = std::env::var_os("HOME").expect("HOME is not set");
-    std::path::Path::new(&home).join(".cache/classtune/SmolLM2-135M-Instruct.Q4_1.gguf")
+    classtune::paths::default_model()
 }

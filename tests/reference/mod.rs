@@ -1,4 +1,5 @@
 //! Reading the `classtune-ref-v1` fixtures made by scripts/fixtures (docs/fixtures.md).
+#![allow(dead_code)] // each test binary uses a different part
 
 use std::path::{Path, PathBuf};
 
@@ -58,12 +59,7 @@ pub fn argmax(row: &[f32]) -> usize {
 
 /// Path of the default model, failing loudly (not skipping) when setup has not run.
 pub fn default_model() -> PathBuf {
-    let path = std::env::var_os("CLASSTUNE_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("CLASSTUNE_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/classtune"));
-        cache.join("SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
+    let path = classtune::paths::default_model();
     assert!(path.exists(), "{} is missing: run `bash scripts/setup.sh` to fetch the default model", path.display());
     path
 }
