@@ -5,9 +5,8 @@
 //! types here are plain serde data with no engine or wgpu types in them, and the
 //! round trip is tested natively.
 //!
-//! Extension points for the model work: [`ToWorker::LoadModel`] and
-//! [`ToWorker::Generate`] are defined and answered with [`FromWorker::Error`] until
-//! the engine's model API is wired into the worker (`app/src/bin/worker.rs`).
+//! [`ToWorker::Logits`] exists for the end-to-end test that compares the browser's
+//! logits with the native CLI's (`tests/e2e/model.test.mjs`); the page never sends it.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +23,10 @@ pub enum ToWorker {
     Generate { id: u32, prompt: String, settings: GenerateSettings },
     /// Stop the generation `id` early; it still ends with [`FromWorker::Done`].
     Cancel { id: u32 },
+    /// Test hook: every position's logits for `ids` (one forward pass from an empty
+    /// cache) with the model at `source` (loaded unless it is the current one);
+    /// answered with [`FromWorker::Logits`].
+    Logits { source: ModelSource, ids: Vec<u32> },
 }
 
 /// Where a model comes from. Files the teacher picks are first written to OPFS by
@@ -68,8 +71,11 @@ pub enum FromWorker {
     ModelLoaded(ModelReport),
     /// The next piece of text of generation `id`.
     Token { id: u32, text: String },
-    /// Generation `id` ended (eos, max tokens or cancel).
-    Done { id: u32, tokens: u32, tokens_per_second: f32 },
+    /// Generation `id` ended: `tokens` generated after `prompt_tokens`, decoding at
+    /// `tokens_per_second` (after the first token), `seconds` in all.
+    Done { id: u32, tokens: u32, prompt_tokens: u32, tokens_per_second: f32, seconds: f32, stop: StopReason },
+    /// Answer to [`ToWorker::Logits`]: `logits` is [ids × vocab], row-major.
+    Logits { vocab: u32, logits: Vec<f32> },
     /// A request failed; `request` names which one.
     Error { request: String, message: String },
 }
@@ -101,14 +107,33 @@ pub struct GpuLimits {
     pub max_storage_buffers_per_shader_stage: u32,
 }
 
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// An end token (eos, `<|im_end|>`).
+    StopToken,
+    MaxTokens,
+    ContextFull,
+    Cancelled,
+    /// Decoding failed; an [`FromWorker::Error`] says why.
+    Error,
+}
+
 /// What the page shows about a loaded model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelReport {
     pub name: String,
     pub architecture: String,
     pub parameters: u64,
+    /// The tensor type holding most of the weights' bytes, e.g. `Q4_1`.
     pub quantization: String,
+    /// Weights resident on the GPU (`Model::weight_bytes`).
     pub gpu_bytes: u64,
+    pub vocab: u32,
+    pub context: u32,
+    /// From the request to the model being ready (fetch, parse, upload).
+    pub load_seconds: f32,
 }
 
 impl ToWorker {
@@ -126,6 +151,7 @@ impl ToWorker {
             ToWorker::LoadModel { .. } => "load_model",
             ToWorker::Generate { .. } => "generate",
             ToWorker::Cancel { .. } => "cancel",
+            ToWorker::Logits { .. } => "logits",
         }
     }
 }
@@ -152,11 +178,18 @@ mod tests {
             ToWorker::LoadModel { source: ModelSource::Opfs { name: "picked.gguf".into() } },
             ToWorker::Generate { id: 3, prompt: "Hi \"there\"\n".into(), settings: GenerateSettings::default() },
             ToWorker::Cancel { id: 3 },
+            ToWorker::Logits { source: ModelSource::Url { path: "t/tiny.gguf".into() }, ids: vec![1, 2, 3] },
         ];
         for request in requests {
             assert_eq!(ToWorker::decode(&request.encode()).unwrap(), request);
         }
         assert_eq!(ToWorker::Probe.encode(), r#"{"type":"probe"}"#);
+        // The shape the end-to-end tests post by hand.
+        let logits = r#"{"type":"logits","source":{"kind":"url","path":"x.gguf"},"ids":[4,5]}"#;
+        assert_eq!(
+            ToWorker::decode(logits).unwrap(),
+            ToWorker::Logits { source: ModelSource::Url { path: "x.gguf".into() }, ids: vec![4, 5] }
+        );
     }
 
     #[test]
@@ -181,7 +214,25 @@ mod tests {
             }),
             FromWorker::GpuUnavailable { message: "no adapter".into() },
             FromWorker::Token { id: 1, text: "é🙂".into() },
-            FromWorker::Done { id: 1, tokens: 5, tokens_per_second: 2.5 },
+            FromWorker::ModelLoaded(ModelReport {
+                name: "SmolLM2".into(),
+                architecture: "llama".into(),
+                parameters: 134_515_008,
+                quantization: "Q4_1".into(),
+                gpu_bytes: 90 << 20,
+                vocab: 49152,
+                context: 8192,
+                load_seconds: 1.5,
+            }),
+            FromWorker::Done {
+                id: 1,
+                tokens: 5,
+                prompt_tokens: 30,
+                tokens_per_second: 2.5,
+                seconds: 3.0,
+                stop: StopReason::MaxTokens,
+            },
+            FromWorker::Logits { vocab: 2, logits: vec![0.5, -1.25e-7, 3.0, f32::MAX] },
             FromWorker::Error { request: "generate".into(), message: "not yet".into() },
         ];
         for reply in replies {

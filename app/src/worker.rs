@@ -1,17 +1,29 @@
-//! The engine worker: owns the [`Gpu`] and answers [`ToWorker`] requests.
+//! The engine worker: owns the [`Gpu`] and the loaded model, and answers [`ToWorker`]
+//! requests.
 //!
-//! Requests are handled one at a time in arrival order on the worker's event loop;
-//! GPU work is async (readback through `map_async`), so nothing here blocks.
-//! Model loading and generation are the next requests to wire in (`handle`).
+//! Each request runs as its own task on the worker's event loop; GPU work is async
+//! (readback through `map_async`), so a [`ToWorker::Cancel`] is handled while a
+//! generation awaits its next token. A model file is fetched from the app's own origin
+//! into one `Blob` and read one tensor at a time (`Blob.slice().arrayBuffer()`), so
+//! the file is never held twice in memory.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 
+use classtune::chat::{ChatTemplate, Message};
+use classtune::gguf::{GgufError, TensorSource};
 use classtune::gpu::{batch::grid, Gpu, GpuError, GpuOptions, Kernel};
+use classtune::model::{self, GenerateOptions, Generator, KvCache, Model};
+use classtune::tokenizer::Tokenizer;
 use wasm_bindgen::prelude::*;
-use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Blob, DedicatedWorkerGlobalScope, MessageEvent, Response};
 
-use crate::protocol::{FromWorker, GpuLimits, GpuReport, ToWorker};
+use crate::protocol::{FromWorker, GenerateSettings, GpuLimits, GpuReport, ModelReport, ModelSource, StopReason, ToWorker};
+
+/// Tokens of context each generation may use (prompt and answer).
+const CONTEXT: usize = 2048;
 
 /// Scales a vector; the worker runs it once to prove dispatch and readback work.
 const SELF_TEST: &str = r#"
@@ -34,15 +46,34 @@ struct SelfTestParams {
     factor: f32,
 }
 
+/// A model ready to run, with what came from its GGUF header.
+struct Loaded {
+    source: ModelSource,
+    model: Model,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+}
+
 struct EngineWorker {
     scope: DedicatedWorkerGlobalScope,
     gpu: RefCell<Option<Rc<Gpu>>>,
+    model: RefCell<Option<Rc<Loaded>>>,
+    /// Generations asked to stop (their ids); removed when they end.
+    cancelled: RefCell<HashSet<u32>>,
+    /// How many generations are running (no model is loaded while any runs).
+    running: Cell<u32>,
 }
 
 /// Installs the message handler and announces [`FromWorker::Ready`].
 pub fn start() {
     let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
-    let worker = Rc::new(EngineWorker { scope: scope.clone(), gpu: RefCell::new(None) });
+    let worker = Rc::new(EngineWorker {
+        scope: scope.clone(),
+        gpu: RefCell::new(None),
+        model: RefCell::new(None),
+        cancelled: RefCell::new(HashSet::new()),
+        running: Cell::new(0),
+    });
     let handler_worker = worker.clone();
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
         let worker = handler_worker.clone();
@@ -71,15 +102,173 @@ impl EngineWorker {
         };
         match request {
             ToWorker::Probe => self.probe().await,
-            // Extension point: load the GGUF (`ModelSource`) into the engine and reply
-            // `ModelLoaded`; stream `Token`s then `Done` for `Generate`.
-            other @ (ToWorker::LoadModel { .. } | ToWorker::Generate { .. } | ToWorker::Cancel { .. }) => {
-                self.post(&FromWorker::Error {
-                    request: other.name().into(),
-                    message: "not available yet: the model API is not wired into the worker".into(),
-                })
+            ToWorker::LoadModel { source } => match self.load_model(source).await {
+                Ok(report) => self.post(&FromWorker::ModelLoaded(report)),
+                Err(message) => self.post(&FromWorker::Error { request: "load_model".into(), message }),
+            },
+            ToWorker::Generate { id, prompt, settings } => self.generate(id, &prompt, &settings).await,
+            ToWorker::Cancel { id } => {
+                self.cancelled.borrow_mut().insert(id);
+            }
+            ToWorker::Logits { source, ids } => match self.logits(source, &ids).await {
+                Ok(reply) => self.post(&reply),
+                Err(message) => self.post(&FromWorker::Error { request: "logits".into(), message }),
+            },
+        }
+    }
+
+    /// Fetches, parses and uploads a model; it replaces the current one.
+    async fn load_model(&self, source: ModelSource) -> Result<ModelReport, String> {
+        if self.running.get() > 0 {
+            return Err("a generation is running: stop it before loading another model".into());
+        }
+        let started = js_sys::Date::now();
+        let gpu = self.gpu().await.map_err(|e| format!("no GPU: {e}"))?;
+        let blob = fetch_blob(&self.scope, &source).await?;
+        let file = BlobSource::new(blob);
+        let gguf = file.header().await.map_err(|e| format!("{}: {e}", source_name(&source)))?;
+        let tokenizer = Tokenizer::from_gguf(&gguf).map_err(|e| format!("{}: {e}", source_name(&source)))?;
+        let template = ChatTemplate::from_gguf(&gguf).map_err(|e| format!("{}: {e}", source_name(&source)))?;
+        // Free the old model's buffers before uploading the new one.
+        self.model.borrow_mut().take();
+        gpu.trim();
+        let model =
+            Model::load_with_header(&gpu, &file, &gguf).await.map_err(|e| format!("{}: {e}", source_name(&source)))?;
+        // The dominant tensor type by bytes: what a person calls the quantization.
+        let mut by_type: BTreeMap<&str, u64> = BTreeMap::new();
+        for t in gguf.tensors() {
+            *by_type.entry(t.ty.name()).or_default() += t.size;
+        }
+        let quantization = by_type.iter().max_by_key(|(_, bytes)| **bytes).map(|(ty, _)| ty.to_string()).unwrap_or_default();
+        let config = &model.config;
+        let report = ModelReport {
+            name: config.name.clone(),
+            architecture: config.arch.name().to_string(),
+            parameters: config.parameter_count(),
+            quantization,
+            gpu_bytes: model.weight_bytes(),
+            vocab: config.vocab as u32,
+            context: config.context as u32,
+            load_seconds: ((js_sys::Date::now() - started) / 1000.0) as f32,
+        };
+        *self.model.borrow_mut() = Some(Rc::new(Loaded { source, model, tokenizer, template }));
+        Ok(report)
+    }
+
+    /// Streams generation `id` as `Token`s and always ends it with `Done`.
+    async fn generate(&self, id: u32, prompt: &str, settings: &GenerateSettings) {
+        self.running.set(self.running.get() + 1);
+        let result = self.run_generation(id, prompt, settings).await;
+        self.running.set(self.running.get().saturating_sub(1));
+        self.cancelled.borrow_mut().remove(&id);
+        match result {
+            Ok(done) => self.post(&done),
+            Err(message) => {
+                self.post(&FromWorker::Error { request: "generate".into(), message });
+                self.post(&FromWorker::Done {
+                    id,
+                    tokens: 0,
+                    prompt_tokens: 0,
+                    tokens_per_second: 0.0,
+                    seconds: 0.0,
+                    stop: StopReason::Error,
+                });
             }
         }
+    }
+
+    async fn run_generation(&self, id: u32, prompt: &str, settings: &GenerateSettings) -> Result<FromWorker, String> {
+        let loaded = self.model.borrow().clone().ok_or("no model is loaded")?;
+        let gpu = self.gpu().await.map_err(|e| format!("no GPU: {e}"))?;
+        let tokenizer = &loaded.tokenizer;
+        let (ids, stop) = if settings.chat {
+            let text = loaded.template.render(&[Message::user(prompt)], true);
+            (tokenizer.encode(&text, true).map_err(|e| e.to_string())?, loaded.template.stop_ids(tokenizer))
+        } else {
+            let mut ids = tokenizer.encode(prompt, false).map_err(|e| e.to_string())?;
+            if let (true, Some(bos)) = (tokenizer.add_bos(), tokenizer.bos_id()) {
+                ids.insert(0, bos);
+            }
+            (ids, tokenizer.eos_id().into_iter().collect())
+        };
+        if ids.is_empty() {
+            return Err("the prompt has no tokens".into());
+        }
+        let options = GenerateOptions {
+            max_tokens: settings.max_tokens as usize,
+            temperature: settings.temperature,
+            top_k: settings.top_k,
+            top_p: settings.top_p,
+            repetition_penalty: 1.0,
+            seed: settings.seed,
+            stop: stop.clone(),
+        };
+        let context = CONTEXT.min(loaded.model.config.context.max(1));
+        let mut generator = Generator::new(&gpu, &loaded.model, context).map_err(|e| e.to_string())?;
+        let mut decoder = tokenizer.stream_decoder();
+        let started = js_sys::Date::now();
+        let mut first = None;
+        let mut decode_error = None;
+        let (tokens, reason) = generator
+            .generate(&gpu, &ids, &options, |token| {
+                first.get_or_insert_with(js_sys::Date::now);
+                if !stop.contains(&token) {
+                    match decoder.push(token) {
+                        Ok(Some(text)) => self.post(&FromWorker::Token { id, text }),
+                        Ok(None) => {}
+                        Err(e) => {
+                            decode_error = Some(e.to_string());
+                            return false;
+                        }
+                    }
+                }
+                !self.cancelled.borrow().contains(&id)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(text) = decoder.finish() {
+            self.post(&FromWorker::Token { id, text });
+        }
+        let now = js_sys::Date::now();
+        let decode_seconds = first.map_or(0.0, |f| (now - f) / 1000.0);
+        let stop = match (decode_error, reason) {
+            (Some(message), _) => {
+                self.post(&FromWorker::Error { request: "generate".into(), message });
+                StopReason::Error
+            }
+            (None, model::StopReason::StopToken) => StopReason::StopToken,
+            (None, model::StopReason::MaxTokens) => StopReason::MaxTokens,
+            (None, model::StopReason::ContextFull) => StopReason::ContextFull,
+            (None, model::StopReason::Cancelled) => StopReason::Cancelled,
+        };
+        Ok(FromWorker::Done {
+            id,
+            tokens: tokens.len() as u32,
+            prompt_tokens: ids.len() as u32,
+            tokens_per_second: if decode_seconds > 0.0 {
+                (tokens.len().saturating_sub(1) as f64 / decode_seconds) as f32
+            } else {
+                0.0
+            },
+            seconds: ((now - started) / 1000.0) as f32,
+            stop,
+        })
+    }
+
+    /// Every position's logits for `ids`, with the model at `source`.
+    async fn logits(&self, source: ModelSource, ids: &[u32]) -> Result<FromWorker, String> {
+        let current = self.model.borrow().clone().filter(|loaded| loaded.source == source);
+        let loaded = match current {
+            Some(loaded) => loaded,
+            None => {
+                self.load_model(source).await?;
+                self.model.borrow().clone().ok_or("the model did not load")?
+            }
+        };
+        let gpu = self.gpu().await.map_err(|e| format!("no GPU: {e}"))?;
+        let mut cache = KvCache::new(&gpu, &loaded.model.config, ids.len().max(1)).map_err(|e| e.to_string())?;
+        let logits = loaded.model.logits(&gpu, &mut cache, ids).await.map_err(|e| e.to_string())?;
+        Ok(FromWorker::Logits { vocab: loaded.model.config.vocab as u32, logits })
     }
 
     /// The device, opened on first use and kept for the worker's lifetime.
@@ -114,8 +303,7 @@ impl EngineWorker {
             description: gpu.describe(),
             vendor,
             architecture,
-            // wgpu maps WebGPU's `isFallbackAdapter` to a CPU device type.
-            software: format!("{:?}", gpu.info().device_type) == "Cpu",
+            software: gpu.is_software(),
             subgroups: gpu.has_subgroups(),
             limits: GpuLimits {
                 max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
@@ -127,6 +315,79 @@ impl EngineWorker {
             self_test,
         }));
     }
+}
+
+fn source_name(source: &ModelSource) -> &str {
+    match source {
+        ModelSource::Url { path } => path,
+        ModelSource::Opfs { name } => name,
+    }
+}
+
+/// The model file as one `Blob`: fetched from the app's own origin (a relative path
+/// resolves against the worker script, which sits beside the page).
+async fn fetch_blob(scope: &DedicatedWorkerGlobalScope, source: &ModelSource) -> Result<Blob, String> {
+    let path = match source {
+        ModelSource::Url { path } => path,
+        ModelSource::Opfs { name } => return Err(format!("{name}: loading from OPFS is not available yet")),
+    };
+    if path.contains("://") || path.starts_with("//") {
+        return Err(format!("{path}: models load from this app's own origin only"));
+    }
+    let response: Response = JsFuture::from(scope.fetch_with_str(path))
+        .await
+        .map_err(|e| format!("{path}: {}", js_message(&e)))?
+        .dyn_into()
+        .map_err(|_| format!("{path}: fetch gave no response"))?;
+    if !response.ok() {
+        return Err(format!("{path}: HTTP {} {}", response.status(), response.status_text()));
+    }
+    let blob = response.blob().map_err(|e| format!("{path}: {}", js_message(&e)))?;
+    JsFuture::from(blob)
+        .await
+        .map_err(|e| format!("{path}: {}", js_message(&e)))?
+        .dyn_into()
+        .map_err(|_| format!("{path}: the response body is not a Blob"))
+}
+
+/// A GGUF file in a `Blob`, read one range at a time.
+pub struct BlobSource {
+    blob: Blob,
+    len: u64,
+}
+
+impl BlobSource {
+    pub fn new(blob: Blob) -> BlobSource {
+        let len = blob.size() as u64;
+        BlobSource { blob, len }
+    }
+}
+
+impl TensorSource for BlobSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    async fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, GgufError> {
+        let end = offset.checked_add(len).filter(|&end| end <= self.len).ok_or_else(|| GgufError::Truncated {
+            what: "tensor data".into(),
+            offset,
+            needed: len,
+            available: self.len,
+        })?;
+        let io = |e: JsValue| GgufError::Io(format!("reading bytes {offset}..{end} of the model: {}", js_message(&e)));
+        let slice = self.blob.slice_with_f64_and_f64(offset as f64, end as f64).map_err(io)?;
+        let buffer = JsFuture::from(slice.array_buffer()).await.map_err(io)?;
+        Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+    }
+}
+
+fn js_message(value: &JsValue) -> String {
+    js_sys::Reflect::get(value, &"message".into())
+        .ok()
+        .and_then(|m| m.as_string())
+        .or_else(|| value.as_string())
+        .unwrap_or_else(|| format!("{value:?}"))
 }
 
 /// `vendor` and `architecture` of the browser's own `GPUAdapterInfo`, which wgpu does

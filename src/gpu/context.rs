@@ -139,11 +139,31 @@ impl Gpu {
     pub fn memory(&self) -> &MemoryStats {
         &self.stats
     }
+    /// Whether the adapter runs on the CPU (lavapipe, SwiftShader): expect it to be
+    /// slow. wgpu maps WebGPU's `isFallbackAdapter` to this device type.
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
     /// A one-line description: adapter name, backend, and whether it is a CPU emulation.
+    /// Browsers often leave the name empty (wgpu maps only `GPUAdapterInfo.description`);
+    /// then the vendor id and driver (where known) stand in for it, or the backend alone.
     pub fn describe(&self) -> String {
+        let name = if !self.info.name.trim().is_empty() {
+            self.info.name.trim().to_string()
+        } else {
+            let vendor = if self.info.vendor != 0 { format!("vendor {:#06x}", self.info.vendor) } else { String::new() };
+            let parts: Vec<&str> =
+                [vendor.as_str(), self.info.driver.trim(), self.info.driver_info.trim()].into_iter().filter(|p| !p.is_empty()).collect();
+            match (parts.is_empty(), self.is_software()) {
+                (false, _) => parts.join(" "),
+                (true, true) => format!("software {:?} adapter", self.info.backend),
+                (true, false) => format!("{:?} adapter", self.info.backend),
+            }
+        };
         format!(
             "{} ({:?}, {:?}{})",
-            self.info.name,
+            name,
             self.info.backend,
             self.info.device_type,
             if self.subgroups {
@@ -363,8 +383,10 @@ impl Gpu {
     }
 }
 
+/// Every buffer may also bind as a uniform: the matrix-vector kernel reads small
+/// activations that way (see kernels/matmul).
 fn storage_usage() -> wgpu::BufferUsages {
-    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST
+    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST
 }
 
 fn record(sink: &Mutex<Option<GpuError>>, error: GpuError) {

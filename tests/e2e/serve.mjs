@@ -19,8 +19,11 @@ const TYPES = {
   '.gguf': 'application/octet-stream',
 };
 
-/** Serves `root`; resolves to { origin, close() }. */
-export async function serveDist(root) {
+/**
+ * Serves `root`; resolves to { origin, close() }. `mounts` maps a URL prefix (e.g.
+ * '/test-fixtures/') to another folder, for files only the tests need (same origin).
+ */
+export async function serveDist(root, mounts = {}) {
   const base = path.resolve(root);
   await fs.access(path.join(base, 'index.html')).catch(() => {
     throw new Error(`${base}/index.html is missing: build the app first (bash scripts/test.sh does)`);
@@ -28,8 +31,11 @@ export async function serveDist(root) {
   const server = createServer(async (req, res) => {
     try {
       const url = new URL(req.url, 'http://localhost');
-      let file = path.join(base, decodeURIComponent(url.pathname));
-      if (file !== base && !file.startsWith(base + path.sep)) {
+      const pathname = decodeURIComponent(url.pathname);
+      const mount = Object.keys(mounts).find((prefix) => pathname.startsWith(prefix));
+      const folder = mount ? path.resolve(mounts[mount]) : base;
+      let file = path.join(folder, mount ? pathname.slice(mount.length) : pathname);
+      if (file !== folder && !file.startsWith(folder + path.sep)) {
         res.writeHead(403).end();
         return;
       }
