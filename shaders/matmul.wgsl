@@ -43,16 +43,16 @@ struct Params {
     y_col: u32,      // column of y that row0 lands in
     bias_row: u32,   // bias index of row0; u32::MAX without bias
     token_tiles: u32,
-    accumulate: u32, // 1: y += result, 0: y = result
-    _pad1: u32,
-    _pad2: u32,
+    epilogue: u32,   // 0: y = result, 1: y += result, 2: y = silu(gate) · result
+    eps: f32,        // RMSNorm epsilon of the folded norm (matvec NORM = 1u only)
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;         // [tokens, cols]
 @group(0) @binding(2) var<storage, read> w: array<u32>;         // [rows, row_words] of one chunk
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;   // [tokens, y_stride]
-@group(0) @binding(4) var<storage, read> bias: array<f32>;      // [N] (any buffer without bias)
+@group(0) @binding(4) var<storage, read> bias: array<f32>;      // [N] (any buffer without bias); the gate [tokens, y_stride] with epilogue 2
 
 struct W8 {
     lo: vec4<f32>,
@@ -147,8 +147,12 @@ fn store(row: u32, t0: u32, t: u32, v: f32) {
             b = bias[p.bias_row + row];
         }
         let i = (t0 + t) * p.y_stride + p.y_col + row;
-        if (p.accumulate != 0u) {
+        if (p.epilogue == 1u) {
             y[i] += v + b;
+        } else if (p.epilogue == 2u) {
+            // SwiGLU as swiglu.wgsl: the gate [tokens, y_stride] sits in the bias slot.
+            let g = bias[i];
+            y[i] = g / (1.0 + exp(-g)) * v;
         } else {
             y[i] = v + b;
         }

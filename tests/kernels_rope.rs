@@ -2,7 +2,7 @@
 //! other, and the inverse frequencies against transformers' scaling rules.
 
 use classtune::gpu::{Gpu, GpuError, GpuOptions};
-use classtune::kernels::rope::{rope_forward, rope_forward_cpu, rope_inv_freq, RopeScaling, RopeStyle};
+use classtune::kernels::rope::{rope_forward, rope_forward_cpu, rope_forward_qk, rope_inv_freq, KeyRows, RopeScaling, RopeStyle};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) {
@@ -47,6 +47,47 @@ fn rope_matches_cpu() -> Result<(), GpuError> {
             rope_forward_cpu(&mut want, &pos, &inv_freq, heads, hd, style);
             let got = gpu.read_f32_prefix(&xb, x.len()).await?;
             assert_close(&format!("rows {rows} heads {heads} hd {hd} {style:?}"), &got, &want, 2e-5, 1e-5);
+        }
+        Ok(())
+    })
+}
+
+/// The fused q + k dispatch equals the CPU reference on each, with the keys at an
+/// offset (KV-cache rows) and the elements around them untouched.
+#[test]
+fn rope_qk_matches_cpu() -> Result<(), GpuError> {
+    pollster::block_on(async {
+        let gpu = Gpu::new(GpuOptions::default()).await?;
+        let mut rng = StdRng::seed_from_u64(5);
+        // (rows, q heads, k heads, head_dim, rows before the keys, style)
+        let cases = [
+            (1usize, 9usize, 3usize, 64usize, 7usize, RopeStyle::Interleaved),
+            (5, 3, 1, 64, 0, RopeStyle::Neox),
+            (7, 6, 2, 18, 3, RopeStyle::Interleaved),
+            (33, 4, 4, 128, 11, RopeStyle::Neox),
+        ];
+        for (rows, heads, k_heads, hd, past, style) in cases {
+            let q: Vec<f32> = (0..rows * heads * hd).map(|_| rng.random_range(-2.0..2.0)).collect();
+            // Cache with `past` rows before and two rows after the new keys.
+            let kv = k_heads * hd;
+            let k: Vec<f32> = (0..(past + rows + 2) * kv).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let pos: Vec<u32> = (0..rows as u32).map(|t| past as u32 + if t % 4 == 3 { 30_000 + 977 * t } else { t }).collect();
+            let inv_freq = rope_inv_freq(hd, 10_000.0, None);
+            let qb = gpu.upload("q", bytemuck::cast_slice(&q))?;
+            let kb = gpu.upload("k", bytemuck::cast_slice(&k))?;
+            let pb = gpu.upload("pos", bytemuck::cast_slice(&pos))?;
+            let fb = gpu.upload("inv_freq", bytemuck::cast_slice(&inv_freq))?;
+            let mut batch = gpu.batch();
+            let keys = KeyRows { heads: k_heads as u32, offset: (past * kv) as u32 };
+            rope_forward_qk(&mut batch, &qb, &kb, keys, &pb, &fb, rows as u32, heads as u32, hd as u32, style).await?;
+            batch.submit()?;
+            let mut want_q = q.clone();
+            rope_forward_cpu(&mut want_q, &pos, &inv_freq, heads, hd, style);
+            let mut want_k = k.clone();
+            rope_forward_cpu(&mut want_k[past * kv..(past + rows) * kv], &pos, &inv_freq, k_heads, hd, style);
+            let what = format!("rows {rows} heads {heads}/{k_heads} hd {hd} past {past} {style:?}");
+            assert_close(&format!("{what} q"), &gpu.read_f32_prefix(&qb, q.len()).await?, &want_q, 2e-5, 1e-5);
+            assert_close(&format!("{what} k"), &gpu.read_f32_prefix(&kb, k.len()).await?, &want_k, 2e-5, 1e-5);
         }
         Ok(())
     })

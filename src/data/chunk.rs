@@ -39,6 +39,13 @@ pub struct Chunker<'t> {
     sep: Vec<u32>,
     /// Context ids of the window being filled.
     context: Vec<u32>,
+    /// The headings or page changed since `context` and `location` were made: most
+    /// windows reuse them rather than tokenize the same context line again.
+    context_stale: bool,
+    /// Bytes of the token ids decoded so far, for the windows' text (see `decode`).
+    decoded: Vec<u8>,
+    /// Per token id: (start, length) in `decoded`; length `u32::MAX` when not decoded yet.
+    decoded_spans: Vec<(u32, u32)>,
     pieces: Vec<Piece>,
     /// The window holds at least one paragraph (not only headings or overlap).
     has_new_text: bool,
@@ -66,6 +73,9 @@ impl<'t> Chunker<'t> {
             headings: Vec::new(),
             sep,
             context: Vec::new(),
+            context_stale: true,
+            decoded: Vec::new(),
+            decoded_spans: Vec::new(),
             pieces: Vec::new(),
             has_new_text: false,
             carried: 0,
@@ -89,6 +99,9 @@ impl<'t> Chunker<'t> {
     }
 
     fn start_window(&mut self) -> Result<(), TokenizerError> {
+        if !self.context_stale {
+            return Ok(());
+        }
         let mut ctx = Vec::new();
         if self.tok.add_bos() {
             ctx.extend(self.tok.bos_id());
@@ -111,7 +124,37 @@ impl<'t> Chunker<'t> {
             }
             self.location.push_str(&format!("section {h:?}"));
         }
+        self.context_stale = false;
         Ok(())
+    }
+
+    /// The text of `ids` exactly as [`Tokenizer::decode`] writes it, from a table of the
+    /// bytes of each token id seen (decoding token by token is most of the cost of a
+    /// window otherwise).
+    fn decode(&mut self, ids: &[u32]) -> Result<String, TokenizerError> {
+        let mut out = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            let i = id as usize;
+            let (start, len) = match self.decoded_spans.get(i) {
+                Some(&(start, len)) if len != u32::MAX => (start as usize, len as usize),
+                _ => {
+                    let bytes = self.tok.decode_bytes(&[id])?;
+                    let (Ok(start), Ok(len)) = (u32::try_from(self.decoded.len()), u32::try_from(bytes.len())) else {
+                        // Cannot happen with real vocabularies; decode directly.
+                        out.extend_from_slice(&bytes);
+                        continue;
+                    };
+                    if self.decoded_spans.len() <= i {
+                        self.decoded_spans.resize(i + 1, (0, u32::MAX));
+                    }
+                    self.decoded_spans[i] = (start, len);
+                    self.decoded.extend_from_slice(&bytes);
+                    (start as usize, len as usize)
+                }
+            };
+            out.extend_from_slice(&self.decoded[start..start + len]);
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     fn budget(&self) -> usize {
@@ -129,6 +172,7 @@ impl<'t> Chunker<'t> {
         match block {
             Block::Page(p) => {
                 self.page = Some(*p);
+                self.context_stale = true;
                 if self.pieces.is_empty() {
                     self.start_window()?;
                 }
@@ -142,6 +186,7 @@ impl<'t> Chunker<'t> {
                     self.headings.pop();
                 }
                 self.headings.push((*level, text.clone()));
+                self.context_stale = true;
                 if self.pieces.is_empty() {
                     self.start_window()?;
                 }
@@ -238,7 +283,7 @@ impl<'t> Chunker<'t> {
             input_ids.extend_from_slice(&p.ids);
         }
         loss_mask.resize(input_ids.len(), 1);
-        let text = self.tok.decode(&input_ids)?;
+        let text = self.decode(&input_ids)?;
         out.push(Example {
             kind: ExampleKind::Text,
             source: self.source.clone(),

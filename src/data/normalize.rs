@@ -17,6 +17,9 @@ pub fn decode_lossy(bytes: &[u8]) -> (String, bool) {
 /// One line cleaned: NFC, control and format characters removed (tabs become spaces),
 /// runs of spaces collapsed, ends trimmed.
 pub fn clean_line(line: &str) -> String {
+    if line.is_ascii() {
+        return clean_ascii_line(line.as_bytes());
+    }
     let mut out = String::with_capacity(line.len());
     let mut space = false;
     for c in line.nfc() {
@@ -36,6 +39,29 @@ pub fn clean_line(line: &str) -> String {
             space = false;
         }
         out.push(c);
+    }
+    out
+}
+
+/// [`clean_line`] for ASCII text, which NFC leaves as it is: whitespace (tab, line
+/// and form feeds, carriage return, space) is a space, other control characters go.
+fn clean_ascii_line(line: &[u8]) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut space = false;
+    for &b in line {
+        match b {
+            b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ' => {
+                space = !out.is_empty();
+                continue;
+            }
+            0..=0x1F | 0x7F => continue,
+            _ => {}
+        }
+        if space {
+            out.push(' ');
+            space = false;
+        }
+        out.push(char::from(b));
     }
     out
 }

@@ -12,7 +12,7 @@ use super::examples::{conversation_messages, tokenize_chat, Example, ExampleKind
 use super::privacy::{PiiCounts, PiiScanner};
 use super::readers::{docx, html, jsonl, pdf, table, text, Block, Conversation, Issues};
 use super::sniff::{sniff, Format, SNIFF_LEN};
-use super::split::{split_of, ContentHash, Dedupe, Split};
+use super::split::{example_digest, split_of, ContentHash, Dedupe, Split};
 use super::summary::{render_preview, ErrorEntry, FileSummary, Summary};
 use super::normalize::decode_lossy;
 use crate::chat::{ChatTemplate, Role};
@@ -379,7 +379,8 @@ impl<'a> Pipeline<'a> {
     }
 
     fn accept(&mut self, key: &str, ex: Example, run: &mut FileRun, sink: &mut dyn ExampleSink) -> Result<(), DataError> {
-        if !self.dedupe.first_time(&ex) {
+        let digest = example_digest(&ex);
+        if !self.dedupe.first_time_digest(&digest) {
             run.stats.duplicates_removed += 1;
             self.summary.duplicates_removed += 1;
             return Ok(());
@@ -410,7 +411,7 @@ impl<'a> Pipeline<'a> {
         }
         run.stats.examples += 1;
         run.stats.tokens += n;
-        self.hash.add(split, &ex);
+        self.hash.add_digest(split, n, &digest);
         if let Err(e) = sink.accept(split, &ex) {
             run.output = Some(e.clone());
             return Err(e);

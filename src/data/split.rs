@@ -52,15 +52,25 @@ pub struct Dedupe {
 impl Dedupe {
     /// True the first time this example's content is seen.
     pub fn first_time(&mut self, ex: &Example) -> bool {
-        let digest = example_digest(ex);
+        self.first_time_digest(&example_digest(ex))
+    }
+
+    /// [`Dedupe::first_time`] for an example whose [`example_digest`] is known.
+    pub fn first_time_digest(&mut self, digest: &[u8; 32]) -> bool {
         let mut key = [0u8; 16];
         key.copy_from_slice(&digest[..16]);
         self.seen.insert(key)
     }
 }
 
-fn example_digest(ex: &Example) -> [u8; 32] {
+/// SHA-256 of an example's token ids (little-endian u32), `0xFF`, and its loss mask:
+/// what duplicate removal and the content hash compare.
+pub fn example_digest(ex: &Example) -> [u8; 32] {
     let mut h = Sha256::new();
+    // The ids as little-endian bytes in one update, not one 4-byte update per id.
+    #[cfg(target_endian = "little")]
+    h.update(bytemuck::cast_slice::<u32, u8>(&ex.input_ids));
+    #[cfg(not(target_endian = "little"))]
     for id in &ex.input_ids {
         h.update(id.to_le_bytes());
     }
@@ -78,12 +88,16 @@ pub struct ContentHash {
 
 impl ContentHash {
     pub fn add(&mut self, split: Split, ex: &Example) {
+        self.add_digest(split, ex.input_ids.len(), &example_digest(ex));
+    }
+    /// [`ContentHash::add`] for an example of `len` ids whose [`example_digest`] is known.
+    pub fn add_digest(&mut self, split: Split, len: usize, digest: &[u8; 32]) {
         self.hasher.update([match split {
             Split::Train => 0u8,
             Split::Validation => 1u8,
         }]);
-        self.hasher.update((ex.input_ids.len() as u64).to_le_bytes());
-        self.hasher.update(example_digest(ex));
+        self.hasher.update((len as u64).to_le_bytes());
+        self.hasher.update(digest);
     }
     pub fn hex(&self) -> String {
         let digest = self.hasher.clone().finalize();

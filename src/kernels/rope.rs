@@ -38,6 +38,27 @@ struct Params {
     neox: u32,
 }
 
+/// Mirrors `QkParams` in rope.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct QkParams {
+    rows: u32,
+    heads: u32,
+    head_dim: u32,
+    neox: u32,
+    k_heads: u32,
+    k_offset: u32,
+    _pad: [u32; 2],
+}
+
+/// Where the keys of [`rope_forward_qk`] are: `heads` heads per row from element
+/// `offset` of their buffer on (e.g. the first new row of a KV cache).
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRows {
+    pub heads: u32,
+    pub offset: u32,
+}
+
 /// `inv_freq[i] = theta^(-2i/head_dim)` for `i < head_dim/2`, then scaled as
 /// transformers' `_compute_linear_scaling_rope_parameters` /
 /// `_compute_llama3_parameters` do. Computed in f64 and rounded once.
@@ -90,6 +111,53 @@ pub async fn rope_forward(
     style: RopeStyle,
 ) -> Result<(), GpuError> {
     rope_dispatch("rope_forward", batch, x, pos, inv_freq, [rows, heads, head_dim], style).await
+}
+
+/// [`rope_forward`] on the queries `q` [rows, heads, head_dim] and the keys
+/// k[keys.offset ..] [rows, keys.heads, head_dim] in one dispatch, both in place.
+/// Its backward is [`rope_backward`] on dq and dk separately.
+#[allow(clippy::too_many_arguments)]
+pub async fn rope_forward_qk(
+    batch: &mut Batch<'_>,
+    q: &Buffer,
+    k: &Buffer,
+    keys: KeyRows,
+    pos: &Buffer,
+    inv_freq: &Buffer,
+    rows: u32,
+    heads: u32,
+    head_dim: u32,
+    style: RopeStyle,
+) -> Result<(), GpuError> {
+    const NAME: &str = "rope_forward_qk";
+    if !head_dim.is_multiple_of(2) {
+        return Err(GpuError::shape(NAME, format!("head_dim {head_dim} must be even")));
+    }
+    super::ensure_distinct(NAME, &[("q", q), ("k", k)])?;
+    let half = (head_dim / 2) as u64;
+    let q_pairs = rows as u64 * heads as u64 * half;
+    let k_pairs = rows as u64 * keys.heads as u64 * half;
+    ensure_len(NAME, "q", q, 2 * q_pairs)?;
+    ensure_len(NAME, "k", k, keys.offset as u64 + 2 * k_pairs)?;
+    ensure_len(NAME, "pos", pos, rows as u64)?;
+    ensure_len(NAME, "inv_freq", inv_freq, half)?;
+    let pairs = q_pairs + k_pairs;
+    if pairs == 0 {
+        return Ok(());
+    }
+    let pipeline = batch.gpu().pipeline(&Kernel::new("rope", SOURCE, NAME)).await?;
+    let params = QkParams {
+        rows,
+        heads,
+        head_dim,
+        neox: (style == RopeStyle::Neox) as u32,
+        k_heads: keys.heads,
+        k_offset: keys.offset,
+        _pad: [0; 2],
+    };
+    // Both tensors fit 128 MiB bindings, so pairs < 2^25 and the u32 cast is exact.
+    let groups = grid((pairs as u32).div_ceil(64));
+    batch.dispatch(&pipeline, &params, &[q.into(), pos.into(), inv_freq.into(), k.into()], groups)
 }
 
 /// The backward of [`rope_forward`], in place: turns `dx` = dL/d(rotated x)

@@ -11,6 +11,7 @@ mod cpu;
 mod weight;
 
 use std::ops::Range;
+use std::sync::OnceLock;
 
 pub use cpu::{embedding_cpu, matmul_cpu};
 pub use weight::{gpu_block_bytes, gpu_row_bytes, Weight};
@@ -34,10 +35,39 @@ fn module(source: &'static str, subgroups: bool) -> &'static str {
     }
 }
 
+/// The matrix-vector module (subgroup or portable) with its x binding declared: a
+/// uniform array of `XN` vec4 (llvmpipe gathers uniform loads instead of looping over
+/// lanes and components, as it does for storage loads) or, when tokens × cols is too
+/// large for a uniform binding, a storage array.
+fn matvec_module(subgroups: bool, uniform_x: bool, norm: bool) -> &'static str {
+    static MODULES: OnceLock<Vec<String>> = OnceLock::new();
+    const UNIFORM: &str = "@group(0) @binding(1) var<uniform> x: array<vec4<f32>, XN>;\n";
+    const STORAGE: &str = "@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;\n";
+    const NORM_W: &str = "@group(0) @binding(6) var<uniform> nw: array<vec4<f32>, NWN>;\n";
+    const NO_NORM: &str = "var<private> nw: array<vec4<f32>, 1>;\n";
+    let modules = MODULES.get_or_init(|| {
+        (0..8)
+            .map(|i| {
+                let (sg, uni, norm) = (i & 4 != 0, i & 2 != 0, i & 1 != 0);
+                let x = if uni { UNIFORM } else { STORAGE };
+                format!("{x}{}{}", if norm { NORM_W } else { NO_NORM }, module(MATVEC_SOURCE, sg))
+            })
+            .collect()
+    });
+    &modules[subgroups as usize * 4 + uniform_x as usize * 2 + norm as usize]
+}
+
+/// Largest x, in bytes, the matrix-vector kernel reads through a uniform binding: the
+/// WebGPU default limit, so native and browser agree.
+const MATVEC_UNIFORM_BYTES: u64 = 64 << 10;
+
 /// Lanes per workgroup of the matrix-vector kernel.
 const MATVEC_WG: u32 = 64;
 /// Rows each lane group of the matrix-vector kernel owns (`R` in matvec.wgsl).
 const MATVEC_ROWS: u32 = 4;
+/// Lanes per workgroup of the lane-per-row matrix-vector kernel: 128 rows a group, so
+/// even a 192-row projection spreads over two CPU threads.
+const MATVEC_LANE_WG: u32 = 32;
 /// Lanes per group in the portable matrix-vector module.
 const MATVEC_PORTABLE_LANES: u32 = 8;
 
@@ -54,9 +84,23 @@ pub struct Params {
     pub y_col: u32,
     pub bias_row: u32,
     pub token_tiles: u32,
-    /// 1: y += result; 0: y = result.
-    pub accumulate: u32,
-    pub _pad: [u32; 2],
+    /// [`Epilogue`] as a number.
+    pub epilogue: u32,
+    /// RMSNorm epsilon of a folded norm ([`matmul_norm`]).
+    pub eps: f32,
+    pub _pad: u32,
+}
+
+/// What the kernels do with each result v (plus bias) at y[i].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epilogue {
+    /// y = v
+    Write = 0,
+    /// y += v: a residual add.
+    Add = 1,
+    /// y = silu(gate[i]) · v, the gate [tokens, y_stride] bound in the bias slot:
+    /// the up projection fused with SwiGLU (as `swiglu_forward`).
+    Swiglu = 2,
 }
 
 /// The kernel shapes. Each is one pipeline per weight type.
@@ -72,6 +116,10 @@ pub enum MatmulKernel {
     /// lanes (a subgroup, or 8 lanes without subgroups) share rows, each lane reading
     /// its own blocks of the row as vec4 loads; shaders/matvec.wgsl.
     Vector,
+    /// Matrix-vector with each lane owning whole rows: every lane of a SIMD group reads
+    /// the same x at the same time, which a CPU device (llvmpipe) loads once for the
+    /// group; on a real GPU the lanes' weight reads would not coalesce. No subgroups.
+    LaneVector,
 }
 
 impl MatmulKernel {
@@ -79,7 +127,9 @@ impl MatmulKernel {
     pub fn choose(batch: &Batch<'_>, tokens: u32) -> MatmulKernel {
         // The matrix-vector kernel reads the weights once per token; up to 4 tokens that
         // still beats a 16-token tile that is mostly empty.
-        if tokens <= 4 {
+        if tokens <= 4 && batch.gpu().info().device_type == wgpu::DeviceType::Cpu {
+            MatmulKernel::LaneVector
+        } else if tokens <= 4 {
             MatmulKernel::Vector
         } else if batch.gpu().has_subgroups() {
             MatmulKernel::SubgroupTiled
@@ -94,6 +144,7 @@ impl MatmulKernel {
         match self {
             MatmulKernel::Tiled | MatmulKernel::SubgroupTiled => (64, 16, 4),
             MatmulKernel::Vector => (MATVEC_WG, 1, MATVEC_ROWS),
+            MatmulKernel::LaneVector => (MATVEC_LANE_WG, 1, MATVEC_ROWS),
         }
     }
 
@@ -103,19 +154,36 @@ impl MatmulKernel {
         match self {
             MatmulKernel::Vector if subgroups => (wg / subgroup_min.clamp(1, wg)) * MATVEC_ROWS,
             MatmulKernel::Vector => (wg / MATVEC_PORTABLE_LANES) * MATVEC_ROWS,
+            MatmulKernel::LaneVector => wg * MATVEC_ROWS,
             _ => wg * rn,
         }
     }
 
-    fn kernel(self, ty: GgmlType, subgroups: bool, subgroup_min: u32) -> Kernel {
+    /// `x_vec4`: for the matrix-vector kernel, the vec4 count of a uniform x binding
+    /// (None: x is a storage binding); ignored by the others.
+    /// `norm_vec4`: fold an RMSNorm of that many vec4 into the x loads (LaneVector with a
+    /// uniform x only).
+    fn kernel(self, ty: GgmlType, subgroups: bool, subgroup_min: u32, x_vec4: Option<u32>, norm_vec4: Option<u32>) -> Kernel {
         let (wg, tt, _) = self.tile();
-        if self == MatmulKernel::Vector {
+        if matches!(self, MatmulKernel::Vector | MatmulKernel::LaneVector) {
+            let subgroups = subgroups && self == MatmulKernel::Vector;
+            let entry = if self == MatmulKernel::Vector { "matvec_forward" } else { "matvec_lanes_forward" };
             let unit = if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) { 8 } else { 32 };
-            let kernel = Kernel::new("matvec", module(MATVEC_SOURCE, subgroups), "matvec_forward")
+            let source = matvec_module(subgroups, x_vec4.is_some(), norm_vec4.is_some());
+            let kernel = Kernel::new("matvec", source, entry)
                 .with("FMT", format!("{}u", format_id(ty)))
                 .with("WG", format!("{wg}u"))
                 .with("UNIT", format!("{unit}u"))
-                .with("ROWS_WG", format!("{}u", self.rows_per_group(subgroups, subgroup_min)));
+                .with("ROWS_WG", format!("{}u", self.rows_per_group(subgroups, subgroup_min)))
+                .with("NORM", if norm_vec4.is_some() { "1u" } else { "0u" });
+            let kernel = match norm_vec4 {
+                Some(n) => kernel.with("NWN", format!("{n}u")),
+                None => kernel,
+            };
+            let kernel = match x_vec4 {
+                Some(n) => kernel.with("XN", format!("{n}u")),
+                None => kernel,
+            };
             return if subgroups { kernel.with_subgroups() } else { kernel };
         }
         let subgroups = self == MatmulKernel::SubgroupTiled;
@@ -190,6 +258,24 @@ pub async fn matmul_rows(
     matmul_with(batch, kernel, x, w, None, row_start..row_start + row_count, y, y_stride, tokens, false).await
 }
 
+/// y[y_row + t, n] = Σ_k x[t, k] · W[n, k] (+ bias[n]): [`matmul`] into rows
+/// `y_row..y_row + tokens` of a [_, N] buffer, e.g. keys and values straight into their
+/// KV-cache rows.
+pub async fn matmul_at(
+    batch: &mut Batch<'_>,
+    x: &Buffer,
+    w: &Weight,
+    bias: Option<&Buffer>,
+    y: &Buffer,
+    y_row: u32,
+    tokens: u32,
+) -> Result<(), GpuError> {
+    let kernel = MatmulKernel::choose(batch, tokens);
+    let n = w.rows();
+    let offset = y_row as u64 * n as u64;
+    matmul_impl(batch, kernel, x, w, bias.map(Slot::Bias), 0..n, y, offset, n as u32, tokens, Epilogue::Write).await
+}
+
 /// The general form: rows `rows` of W with an explicit kernel choice (tests force each);
 /// `accumulate` adds to y instead of overwriting it.
 // The arguments are the problem's independent dimensions; bundling them would only
@@ -207,6 +293,132 @@ pub async fn matmul_with(
     tokens: u32,
     accumulate: bool,
 ) -> Result<(), GpuError> {
+    let epilogue = if accumulate { Epilogue::Add } else { Epilogue::Write };
+    matmul_impl(batch, kernel, x, w, bias.map(Slot::Bias), rows, y, 0, y_stride, tokens, epilogue).await
+}
+
+/// y[t, n] = silu(gate[t, n]) · Σ_k x[t, k] · W[n, k]: the up projection of a SwiGLU
+/// MLP with the gating in its epilogue (one dispatch instead of two); gate and y are
+/// [tokens, N]. Same values as `matmul` then `swiglu::swiglu_forward`. With `norm`, x
+/// is RMS-normalised on the fly as in [`matmul_norm`] (only where [`can_fold_norm`]).
+pub async fn matmul_swiglu(
+    batch: &mut Batch<'_>,
+    x: &Buffer,
+    norm: Option<Norm<'_>>,
+    w: &Weight,
+    gate: &Buffer,
+    y: &Buffer,
+    tokens: u32,
+) -> Result<(), GpuError> {
+    const NAME: &str = "matmul_swiglu";
+    let n = w.rows();
+    if gate.size() < 4 * tokens as u64 * n as u64 {
+        return Err(GpuError::shape(NAME, format!("gate `{}` is shorter than {tokens}×{n}", gate.label())));
+    }
+    crate::kernels::ensure_distinct(NAME, &[("gate", gate), ("y", y), ("x", x)])?;
+    let kernel = MatmulKernel::choose(batch, tokens);
+    if let Some(nm) = norm {
+        check_norm(batch, nm, w, tokens)?;
+    }
+    matmul_impl_norm(batch, kernel, x, norm, w, Some(Slot::Gate(gate)), 0..n, y, 0, n as u32, tokens, Epilogue::Swiglu).await
+}
+
+fn check_norm(batch: &Batch<'_>, norm: Norm<'_>, w: &Weight, tokens: u32) -> Result<(), GpuError> {
+    if !can_fold_norm(batch, tokens, w.cols()) {
+        return Err(GpuError::shape("matmul_norm", format!("no folded-norm kernel for {tokens} tokens × {} cols here", w.cols())));
+    }
+    if norm.weight.size() < 4 * w.cols() as u64 {
+        return Err(GpuError::shape("matmul_norm", format!("norm weight `{}` is shorter than {}", norm.weight.label(), w.cols())));
+    }
+    Ok(())
+}
+
+/// An RMSNorm folded into a matrix-vector product: x is read as
+/// x[t, k] · rstd[t] · weight[k], rstd[t] = 1 / sqrt(mean_k x[t, k]² + eps).
+#[derive(Clone, Copy)]
+pub struct Norm<'a> {
+    /// f32 [cols]
+    pub weight: &'a Buffer,
+    pub eps: f32,
+}
+
+/// Whether [`matmul_norm`] runs for `tokens` rows of `cols` on this device: the
+/// lane-per-row matrix-vector kernel with x as a uniform binding.
+pub fn can_fold_norm(batch: &Batch<'_>, tokens: u32, cols: usize) -> bool {
+    MatmulKernel::choose(batch, tokens) == MatmulKernel::LaneVector && 4 * tokens as u64 * cols as u64 <= uniform_bytes(batch)
+}
+
+/// y[y_row + t, n] = Σ_k rmsnorm(x)[t, k] · W[n, k] (+ bias[n]): [`matmul_at`] on the
+/// RMS-normalised x without materialising it (no rstd is stored: inference only; the
+/// training forward keeps `rmsnorm_forward`). Only where [`can_fold_norm`] holds.
+#[allow(clippy::too_many_arguments)]
+pub async fn matmul_norm(
+    batch: &mut Batch<'_>,
+    x: &Buffer,
+    norm: Norm<'_>,
+    w: &Weight,
+    bias: Option<&Buffer>,
+    y: &Buffer,
+    y_row: u32,
+    tokens: u32,
+) -> Result<(), GpuError> {
+    check_norm(batch, norm, w, tokens)?;
+    let n = w.rows();
+    let offset = y_row as u64 * n as u64;
+    let (kernel, slot) = (MatmulKernel::LaneVector, bias.map(Slot::Bias));
+    matmul_impl_norm(batch, kernel, x, Some(norm), w, slot, 0..n, y, offset, n as u32, tokens, Epilogue::Write).await
+}
+
+fn uniform_bytes(batch: &Batch<'_>) -> u64 {
+    (batch.gpu().limits().max_uniform_buffer_binding_size as u64).min(MATVEC_UNIFORM_BYTES)
+}
+
+/// What the bias binding holds.
+#[derive(Clone, Copy)]
+enum Slot<'a> {
+    Bias(&'a Buffer),
+    Gate(&'a Buffer),
+}
+
+/// [`matmul_with`] writing from element `y_offset` of y on.
+#[allow(clippy::too_many_arguments)]
+async fn matmul_impl(
+    batch: &mut Batch<'_>,
+    kernel: MatmulKernel,
+    x: &Buffer,
+    w: &Weight,
+    slot: Option<Slot<'_>>,
+    rows: Range<usize>,
+    y: &Buffer,
+    y_offset: u64,
+    y_stride: u32,
+    tokens: u32,
+    epilogue: Epilogue,
+) -> Result<(), GpuError> {
+    matmul_impl_norm(batch, kernel, x, None, w, slot, rows, y, y_offset, y_stride, tokens, epilogue).await
+}
+
+/// [`matmul_impl`] with an optional folded RMSNorm (callers check the kernel allows it).
+#[allow(clippy::too_many_arguments)]
+async fn matmul_impl_norm(
+    batch: &mut Batch<'_>,
+    kernel: MatmulKernel,
+    x: &Buffer,
+    norm: Option<Norm<'_>>,
+    w: &Weight,
+    slot: Option<Slot<'_>>,
+    rows: Range<usize>,
+    y: &Buffer,
+    y_offset: u64,
+    y_stride: u32,
+    tokens: u32,
+    epilogue: Epilogue,
+) -> Result<(), GpuError> {
+    let (bias, gate) = match slot {
+        Some(Slot::Bias(b)) => (Some(b), None),
+        Some(Slot::Gate(g)) => (None, Some(g)),
+        None => (None, None),
+    };
     const NAME: &str = "matmul";
     let (k, t) = (w.cols() as u64, tokens as u64);
     if tokens == 0 || rows.is_empty() {
@@ -224,7 +436,10 @@ pub async fn matmul_with(
     if x.size() < 4 * t * k {
         return Err(GpuError::shape(NAME, format!("x `{}` holds {} bytes, needs {tokens}×{k} f32", x.label(), x.size())));
     }
-    let y_needed = 4 * ((t - 1) * y_stride as u64 + rows.len() as u64);
+    let y_needed = 4 * (y_offset + (t - 1) * y_stride as u64 + rows.len() as u64);
+    if y_needed / 4 > u32::MAX as u64 {
+        return Err(GpuError::shape(NAME, format!("y offset {y_offset} beyond u32 indexing")));
+    }
     if y.size() < y_needed {
         return Err(GpuError::shape(NAME, format!("y `{}` holds {} bytes, needs {y_needed}", y.label(), y.size())));
     }
@@ -242,8 +457,16 @@ pub async fn matmul_with(
         MatmulKernel::Tiled => false,
         MatmulKernel::SubgroupTiled => true,
         MatmulKernel::Vector => has_subgroups,
+        MatmulKernel::LaneVector => false,
     };
-    let pipeline = batch.gpu().pipeline(&kernel.kernel(w.ty(), subgroups, subgroup_min)).await?;
+    let x_bytes = 4 * t * k;
+    let vector = matches!(kernel, MatmulKernel::Vector | MatmulKernel::LaneVector);
+    let x_vec4 = (vector && x_bytes <= uniform_bytes(batch)).then_some((t * k / 4) as u32);
+    if norm.is_some() && (kernel != MatmulKernel::LaneVector || x_vec4.is_none()) {
+        return Err(GpuError::shape(NAME, "a folded norm needs LaneVector with a uniform x"));
+    }
+    let norm_vec4 = norm.map(|_| (k / 4) as u32);
+    let pipeline = batch.gpu().pipeline(&kernel.kernel(w.ty(), subgroups, subgroup_min, x_vec4, norm_vec4)).await?;
     let (_, tt, _) = kernel.tile();
     let per_group = kernel.rows_per_group(subgroups, subgroup_min);
     let token_tiles = tokens.div_ceil(tt);
@@ -261,19 +484,28 @@ pub async fn matmul_with(
             row0: (lo - chunk.row0) as u32,
             row_words: w.row_words() as u32,
             y_stride,
-            y_col: (lo - rows.start) as u32,
+            // y_col is a plain offset added to every index of y.
+            y_col: (y_offset + (lo - rows.start) as u64) as u32,
             bias_row: if bias.is_some() { lo as u32 } else { u32::MAX },
             token_tiles,
-            accumulate: accumulate as u32,
-            _pad: [0; 2],
+            epilogue: epilogue as u32,
+            eps: norm.map_or(0.0, |n| n.eps),
+            _pad: 0,
         };
         let groups = token_tiles * count.div_ceil(per_group);
         // Unbound bias still needs a buffer in its slot; the shader never reads it.
-        let bias = bias.unwrap_or(x);
+        let bias = bias.or(gate).unwrap_or(x);
         let weights = (&chunk.buffer).into();
-        if kernel == MatmulKernel::Vector {
+        if vector {
             // matvec.wgsl binds the chunk twice: as vec4 words and as single words.
-            batch.dispatch(&pipeline, &params, &[x.into(), weights, y.into(), bias.into(), weights], grid(groups))?;
+            let xb = if x_vec4.is_some() { x.range(0, x_bytes) } else { x.into() };
+            match norm {
+                Some(nm) => {
+                    let nw = nm.weight.range(0, 4 * k);
+                    batch.dispatch(&pipeline, &params, &[xb, weights, y.into(), bias.into(), weights, nw], grid(groups))?
+                }
+                None => batch.dispatch(&pipeline, &params, &[xb, weights, y.into(), bias.into(), weights], grid(groups))?,
+            }
         } else {
             batch.dispatch(&pipeline, &params, &[x.into(), weights, y.into(), bias.into()], grid(groups))?;
         }
@@ -299,7 +531,7 @@ pub async fn embedding(batch: &mut Batch<'_>, w: &Weight, ids: &Buffer, out: &Bu
         ));
     }
     // The module also holds matmul_forward, so it needs its constants; the portable one.
-    let kernel = MatmulKernel::Tiled.kernel(w.ty(), false, 0);
+    let kernel = MatmulKernel::Tiled.kernel(w.ty(), false, 0, None, None);
     let kernel = Kernel { entry: "embedding_forward", ..kernel };
     let pipeline = batch.gpu().pipeline(&kernel).await?;
     let threads = tokens * (k / 8) as u32;
