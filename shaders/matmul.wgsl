@@ -44,8 +44,8 @@ struct Params {
     bias_row: u32,   // bias index of row0; u32::MAX without bias
     token_tiles: u32,
     epilogue: u32,   // 0: y = result, 1: y += result, 2: y = silu(gate) · result
-    eps: f32,        // RMSNorm epsilon of the folded norm (matvec NORM = 1u only)
-    _pad: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

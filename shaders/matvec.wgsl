@@ -49,8 +49,8 @@ struct Params {
     bias_row: u32,   // bias index of row0; u32::MAX without bias
     token_tiles: u32,
     epilogue: u32,   // 0: y = result, 1: y += result, 2: y = silu(gate) · result
-    eps: f32,        // RMSNorm epsilon of the folded norm (matvec NORM = 1u only)
-    _pad: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -63,42 +63,16 @@ struct Params {
 @group(0) @binding(4) var<storage, read> bias: array<f32>;      // [N] (any buffer without bias); the gate [tokens, y_stride] with epilogue 2
 @group(0) @binding(5) var<storage, read> ws: array<u32>;        // w again, for word loads
 
-// binding 6, nw: the folded RMSNorm's weight [cols / 4] vec4 (uniform), declared by the
-// loader when NORM = 1u; a private stand-in otherwise.
-
-// x[t, u·UNIT ..] as up to 8 vec4; with NORM = 1u times the norm weight (the rstd
-// factor is applied to the finished dot products, see matvec_lanes_forward).
+// x[t, u·UNIT ..] as up to 8 vec4.
 fn load_x(t: u32, u: u32) -> array<vec4<f32>, 8> {
     let i = (t * p.cols + u * UNIT) / 4u;
-    let j = u * UNIT / 4u;
     // Whole-array expressions rather than a local array patched in a loop, which a
     // compiler may keep in memory.
     if (UNIT == 8u) {
         let z = vec4<f32>(0.0);
-        return array<vec4<f32>, 8>(x[i] * norm_w(j), x[i + 1u] * norm_w(j + 1u), z, z, z, z, z, z);
+        return array<vec4<f32>, 8>(x[i], x[i + 1u], z, z, z, z, z, z);
     }
-    return array<vec4<f32>, 8>(x[i] * norm_w(j), x[i + 1u] * norm_w(j + 1u), x[i + 2u] * norm_w(j + 2u),
-                               x[i + 3u] * norm_w(j + 3u), x[i + 4u] * norm_w(j + 4u), x[i + 5u] * norm_w(j + 5u),
-                               x[i + 6u] * norm_w(j + 6u), x[i + 7u] * norm_w(j + 7u));
-}
-
-// The folded norm's weight at vec4 j; 1 without a norm (the multiply folds away).
-fn norm_w(j: u32) -> vec4<f32> {
-    if (NORM == 1u) {
-        return nw[j];
-    }
-    return vec4<f32>(1.0);
-}
-
-// RMSNorm's rstd of token t (as rmsnorm.wgsl): 1 / sqrt(mean(x²) + eps).
-fn rstd_of(t: u32) -> f32 {
-    var ss = vec4<f32>(0.0);
-    let i0 = t * p.cols / 4u;
-    for (var i = 0u; i < p.cols / 4u; i++) {
-        let v = x[i0 + i];
-        ss += v * v;
-    }
-    return 1.0 / sqrt((ss.x + ss.y + ss.z + ss.w) / f32(p.cols) + p.eps);
+    return array<vec4<f32>, 8>(x[i], x[i + 1u], x[i + 2u], x[i + 3u], x[i + 4u], x[i + 5u], x[i + 6u], x[i + 7u]);
 }
 
 // Σ of 32 values whose low (shift 0) or high (4) nibbles are in q0 (values 0–15 of a
@@ -225,18 +199,14 @@ fn store(row: u32, t: u32, v: f32) {
 
 // One lane, R whole rows: the unit loop and so every x load is the same for all lanes
 // (uniform offsets), which llvmpipe loads once per SIMD group; no reduction. For CPU
-// devices (MatmulKernel::LaneVector); ROWS_WG = WG × R. With NORM = 1u, x is first
-// RMS-normalised: y = rstd · Σ_k x[k] · nw[k] · W[n, k] (+ bias), rstd per token.
+// devices (MatmulKernel::LaneVector); ROWS_WG = WG × R.
 @compute @workgroup_size(WG)
 fn matvec_lanes_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
     let g = group_index(wid, nwg);
     let t = g % p.tokens;
     let r0 = (g / p.tokens) * ROWS_WG + lid * R;
-    var sum = rows_dot(r0, t, 0u, 1u);
-    if (NORM == 1u) {
-        sum *= rstd_of(t);
-    }
+    let sum = rows_dot(r0, t, 0u, 1u);
     for (var r = 0u; r < R; r++) {
         store(r0 + r, t, sum[r]);
     }

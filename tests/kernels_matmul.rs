@@ -5,10 +5,9 @@ use classtune::gguf::dequant::{dequantize, quantize};
 use classtune::gguf::GgmlType;
 use classtune::gpu::{Gpu, GpuError, GpuOptions};
 use classtune::kernels::matmul::{
-    embedding, embedding_cpu, gpu_row_bytes, matmul, matmul_add, matmul_at, matmul_norm, matmul_swiglu, can_fold_norm, Norm, matmul_cpu, matmul_rows, matmul_with, MatmulKernel, Params,
+    embedding, embedding_cpu, gpu_row_bytes, matmul, matmul_add, matmul_at, matmul_cpu, matmul_rows, matmul_swiglu, matmul_with, MatmulKernel, Params,
     Weight,
 };
-use classtune::kernels::rmsnorm::rmsnorm_forward_cpu;
 use classtune::kernels::swiglu::swiglu_forward_cpu;
 use half::f16;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -217,64 +216,10 @@ fn matmul_swiglu_is_matmul_then_swiglu() -> Result<(), GpuError> {
             let gb = gpu.upload("gate", bytemuck::cast_slice(&gate))?;
             let y = gpu.buffer("y", 4 * (tokens * n) as u64)?;
             let mut batch = gpu.batch();
-            pollster::block_on(matmul_swiglu(&mut batch, &xb, None, &w, &gb, &y, tokens as u32))?;
+            pollster::block_on(matmul_swiglu(&mut batch, &xb, &w, &gb, &y, tokens as u32))?;
             batch.submit()?;
             let got = pollster::block_on(gpu.read_f32_prefix(&y, tokens * n))?;
             check(&format!("matmul_swiglu {ty} tokens={tokens}"), &got, &want, &scale);
-        }
-    }
-    Ok(())
-}
-
-/// The RMSNorm folded into the matrix-vector kernel equals rmsnorm then matmul on the
-/// CPU, written at a row offset, with bias, and fused with the SwiGLU epilogue.
-#[test]
-fn matmul_norm_is_rmsnorm_then_matmul() -> Result<(), GpuError> {
-    let gpu = gpu()?;
-    if !can_fold_norm(&gpu.batch(), 1, 96) {
-        // Only CPU devices take the lane-per-row kernel; nothing to compare elsewhere.
-        assert_ne!(gpu.info().device_type, wgpu::DeviceType::Cpu, "a CPU device must fold the norm");
-        return Ok(());
-    }
-    let mut rng = StdRng::seed_from_u64(23);
-    for ty in TYPES {
-        let (n, k) = (77, if ty.block_len() == 256 { 256 } else { 96 });
-        let (bytes, wv) = random_weight(&mut rng, ty, n, k);
-        let w = Weight::upload(&gpu, "w", ty, n, k, &bytes)?;
-        let abs_w: Vec<f32> = wv.iter().map(|v| v.abs()).collect();
-        let nw = normal(&mut rng, k, 1.0);
-        let nwb = gpu.upload("nw", bytemuck::cast_slice(&nw))?;
-        let bias_v = normal(&mut rng, n, 1.0);
-        let bias = gpu.upload("bias", bytemuck::cast_slice(&bias_v))?;
-        let norm = Norm { weight: &nwb, eps: 1e-5 };
-        for (tokens, y_row) in [(1usize, 2usize), (4, 0)] {
-            let x = normal(&mut rng, tokens * k, 3.0);
-            let (xn, _) = rmsnorm_forward_cpu(&x, &nw, tokens, k, 1e-5);
-            let abs_xn: Vec<f32> = xn.iter().map(|v| v.abs()).collect();
-            let scale = matmul_cpu(&abs_xn, &abs_w, None, tokens, n, k);
-            let xb = gpu.upload("x", bytemuck::cast_slice(&x))?;
-            let total = y_row + tokens + 1;
-            let y0 = normal(&mut rng, total * n, 1.0);
-            let y = gpu.upload("y", bytemuck::cast_slice(&y0))?;
-            let gate = normal(&mut rng, tokens * n, 2.0);
-            let gb = gpu.upload("gate", bytemuck::cast_slice(&gate))?;
-            let act = gpu.buffer("act", 4 * (tokens * n) as u64)?;
-            let mut batch = gpu.batch();
-            pollster::block_on(matmul_norm(&mut batch, &xb, norm, &w, Some(&bias), &y, y_row as u32, tokens as u32))?;
-            pollster::block_on(matmul_swiglu(&mut batch, &xb, Some(norm), &w, &gb, &act, tokens as u32))?;
-            batch.submit()?;
-            let mut want = y0.clone();
-            want[y_row * n..(y_row + tokens) * n].copy_from_slice(&matmul_cpu(&xn, &wv, Some(&bias_v), tokens, n, k));
-            let mut scale_y: Vec<f32> = y0.iter().map(|v| v.abs()).collect();
-            scale_y[y_row * n..(y_row + tokens) * n].copy_from_slice(&scale);
-            let got = pollster::block_on(gpu.read_f32_prefix(&y, total * n))?;
-            check(&format!("matmul_norm {ty} tokens={tokens}"), &got, &want, &scale_y);
-            let up = matmul_cpu(&xn, &wv, None, tokens, n, k);
-            let want_act = swiglu_forward_cpu(&gate, &up);
-            let silu = swiglu_forward_cpu(&gate, &vec![1.0; gate.len()]);
-            let scale_act: Vec<f32> = scale.iter().zip(&silu).map(|(s, g)| s * g.abs()).collect();
-            let got = pollster::block_on(gpu.read_f32_prefix(&act, tokens * n))?;
-            check(&format!("matmul_swiglu+norm {ty} tokens={tokens}"), &got, &want_act, &scale_act);
         }
     }
     Ok(())

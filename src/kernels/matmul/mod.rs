@@ -39,22 +39,20 @@ fn module(source: &'static str, subgroups: bool) -> &'static str {
 /// uniform array of `XN` vec4 (llvmpipe gathers uniform loads instead of looping over
 /// lanes and components, as it does for storage loads) or, when tokens × cols is too
 /// large for a uniform binding, a storage array.
-fn matvec_module(subgroups: bool, uniform_x: bool, norm: bool) -> &'static str {
+fn matvec_module(subgroups: bool, uniform_x: bool) -> &'static str {
     static MODULES: OnceLock<Vec<String>> = OnceLock::new();
     const UNIFORM: &str = "@group(0) @binding(1) var<uniform> x: array<vec4<f32>, XN>;\n";
     const STORAGE: &str = "@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;\n";
-    const NORM_W: &str = "@group(0) @binding(6) var<uniform> nw: array<vec4<f32>, NWN>;\n";
-    const NO_NORM: &str = "var<private> nw: array<vec4<f32>, 1>;\n";
     let modules = MODULES.get_or_init(|| {
-        (0..8)
+        (0..4)
             .map(|i| {
-                let (sg, uni, norm) = (i & 4 != 0, i & 2 != 0, i & 1 != 0);
+                let (sg, uni) = (i & 2 != 0, i & 1 != 0);
                 let x = if uni { UNIFORM } else { STORAGE };
-                format!("{x}{}{}", if norm { NORM_W } else { NO_NORM }, module(MATVEC_SOURCE, sg))
+                format!("{x}{}", module(MATVEC_SOURCE, sg))
             })
             .collect()
     });
-    &modules[subgroups as usize * 4 + uniform_x as usize * 2 + norm as usize]
+    &modules[subgroups as usize * 2 + uniform_x as usize]
 }
 
 /// Largest x, in bytes, the matrix-vector kernel reads through a uniform binding: the
@@ -86,9 +84,7 @@ pub struct Params {
     pub token_tiles: u32,
     /// [`Epilogue`] as a number.
     pub epilogue: u32,
-    /// RMSNorm epsilon of a folded norm ([`matmul_norm`]).
-    pub eps: f32,
-    pub _pad: u32,
+    pub _pad: [u32; 2],
 }
 
 /// What the kernels do with each result v (plus bias) at y[i].
@@ -161,25 +157,18 @@ impl MatmulKernel {
 
     /// `x_vec4`: for the matrix-vector kernel, the vec4 count of a uniform x binding
     /// (None: x is a storage binding); ignored by the others.
-    /// `norm_vec4`: fold an RMSNorm of that many vec4 into the x loads (LaneVector with a
-    /// uniform x only).
-    fn kernel(self, ty: GgmlType, subgroups: bool, subgroup_min: u32, x_vec4: Option<u32>, norm_vec4: Option<u32>) -> Kernel {
+    fn kernel(self, ty: GgmlType, subgroups: bool, subgroup_min: u32, x_vec4: Option<u32>) -> Kernel {
         let (wg, tt, _) = self.tile();
         if matches!(self, MatmulKernel::Vector | MatmulKernel::LaneVector) {
             let subgroups = subgroups && self == MatmulKernel::Vector;
             let entry = if self == MatmulKernel::Vector { "matvec_forward" } else { "matvec_lanes_forward" };
             let unit = if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) { 8 } else { 32 };
-            let source = matvec_module(subgroups, x_vec4.is_some(), norm_vec4.is_some());
+            let source = matvec_module(subgroups, x_vec4.is_some());
             let kernel = Kernel::new("matvec", source, entry)
                 .with("FMT", format!("{}u", format_id(ty)))
                 .with("WG", format!("{wg}u"))
                 .with("UNIT", format!("{unit}u"))
-                .with("ROWS_WG", format!("{}u", self.rows_per_group(subgroups, subgroup_min)))
-                .with("NORM", if norm_vec4.is_some() { "1u" } else { "0u" });
-            let kernel = match norm_vec4 {
-                Some(n) => kernel.with("NWN", format!("{n}u")),
-                None => kernel,
-            };
+                .with("ROWS_WG", format!("{}u", self.rows_per_group(subgroups, subgroup_min)));
             let kernel = match x_vec4 {
                 Some(n) => kernel.with("XN", format!("{n}u")),
                 None => kernel,
@@ -299,17 +288,8 @@ pub async fn matmul_with(
 
 /// y[t, n] = silu(gate[t, n]) · Σ_k x[t, k] · W[n, k]: the up projection of a SwiGLU
 /// MLP with the gating in its epilogue (one dispatch instead of two); gate and y are
-/// [tokens, N]. Same values as `matmul` then `swiglu::swiglu_forward`. With `norm`, x
-/// is RMS-normalised on the fly as in [`matmul_norm`] (only where [`can_fold_norm`]).
-pub async fn matmul_swiglu(
-    batch: &mut Batch<'_>,
-    x: &Buffer,
-    norm: Option<Norm<'_>>,
-    w: &Weight,
-    gate: &Buffer,
-    y: &Buffer,
-    tokens: u32,
-) -> Result<(), GpuError> {
+/// [tokens, N]. Same values as `matmul` then `swiglu::swiglu_forward`.
+pub async fn matmul_swiglu(batch: &mut Batch<'_>, x: &Buffer, w: &Weight, gate: &Buffer, y: &Buffer, tokens: u32) -> Result<(), GpuError> {
     const NAME: &str = "matmul_swiglu";
     let n = w.rows();
     if gate.size() < 4 * tokens as u64 * n as u64 {
@@ -317,56 +297,7 @@ pub async fn matmul_swiglu(
     }
     crate::kernels::ensure_distinct(NAME, &[("gate", gate), ("y", y), ("x", x)])?;
     let kernel = MatmulKernel::choose(batch, tokens);
-    if let Some(nm) = norm {
-        check_norm(batch, nm, w, tokens)?;
-    }
-    matmul_impl_norm(batch, kernel, x, norm, w, Some(Slot::Gate(gate)), 0..n, y, 0, n as u32, tokens, Epilogue::Swiglu).await
-}
-
-fn check_norm(batch: &Batch<'_>, norm: Norm<'_>, w: &Weight, tokens: u32) -> Result<(), GpuError> {
-    if !can_fold_norm(batch, tokens, w.cols()) {
-        return Err(GpuError::shape("matmul_norm", format!("no folded-norm kernel for {tokens} tokens × {} cols here", w.cols())));
-    }
-    if norm.weight.size() < 4 * w.cols() as u64 {
-        return Err(GpuError::shape("matmul_norm", format!("norm weight `{}` is shorter than {}", norm.weight.label(), w.cols())));
-    }
-    Ok(())
-}
-
-/// An RMSNorm folded into a matrix-vector product: x is read as
-/// x[t, k] · rstd[t] · weight[k], rstd[t] = 1 / sqrt(mean_k x[t, k]² + eps).
-#[derive(Clone, Copy)]
-pub struct Norm<'a> {
-    /// f32 [cols]
-    pub weight: &'a Buffer,
-    pub eps: f32,
-}
-
-/// Whether [`matmul_norm`] runs for `tokens` rows of `cols` on this device: the
-/// lane-per-row matrix-vector kernel with x as a uniform binding.
-pub fn can_fold_norm(batch: &Batch<'_>, tokens: u32, cols: usize) -> bool {
-    MatmulKernel::choose(batch, tokens) == MatmulKernel::LaneVector && 4 * tokens as u64 * cols as u64 <= uniform_bytes(batch)
-}
-
-/// y[y_row + t, n] = Σ_k rmsnorm(x)[t, k] · W[n, k] (+ bias[n]): [`matmul_at`] on the
-/// RMS-normalised x without materialising it (no rstd is stored: inference only; the
-/// training forward keeps `rmsnorm_forward`). Only where [`can_fold_norm`] holds.
-#[allow(clippy::too_many_arguments)]
-pub async fn matmul_norm(
-    batch: &mut Batch<'_>,
-    x: &Buffer,
-    norm: Norm<'_>,
-    w: &Weight,
-    bias: Option<&Buffer>,
-    y: &Buffer,
-    y_row: u32,
-    tokens: u32,
-) -> Result<(), GpuError> {
-    check_norm(batch, norm, w, tokens)?;
-    let n = w.rows();
-    let offset = y_row as u64 * n as u64;
-    let (kernel, slot) = (MatmulKernel::LaneVector, bias.map(Slot::Bias));
-    matmul_impl_norm(batch, kernel, x, Some(norm), w, slot, 0..n, y, offset, n as u32, tokens, Epilogue::Write).await
+    matmul_impl(batch, kernel, x, w, Some(Slot::Gate(gate)), 0..n, y, 0, n as u32, tokens, Epilogue::Swiglu).await
 }
 
 fn uniform_bytes(batch: &Batch<'_>) -> u64 {
@@ -386,25 +317,6 @@ async fn matmul_impl(
     batch: &mut Batch<'_>,
     kernel: MatmulKernel,
     x: &Buffer,
-    w: &Weight,
-    slot: Option<Slot<'_>>,
-    rows: Range<usize>,
-    y: &Buffer,
-    y_offset: u64,
-    y_stride: u32,
-    tokens: u32,
-    epilogue: Epilogue,
-) -> Result<(), GpuError> {
-    matmul_impl_norm(batch, kernel, x, None, w, slot, rows, y, y_offset, y_stride, tokens, epilogue).await
-}
-
-/// [`matmul_impl`] with an optional folded RMSNorm (callers check the kernel allows it).
-#[allow(clippy::too_many_arguments)]
-async fn matmul_impl_norm(
-    batch: &mut Batch<'_>,
-    kernel: MatmulKernel,
-    x: &Buffer,
-    norm: Option<Norm<'_>>,
     w: &Weight,
     slot: Option<Slot<'_>>,
     rows: Range<usize>,
@@ -462,11 +374,7 @@ async fn matmul_impl_norm(
     let x_bytes = 4 * t * k;
     let vector = matches!(kernel, MatmulKernel::Vector | MatmulKernel::LaneVector);
     let x_vec4 = (vector && x_bytes <= uniform_bytes(batch)).then_some((t * k / 4) as u32);
-    if norm.is_some() && (kernel != MatmulKernel::LaneVector || x_vec4.is_none()) {
-        return Err(GpuError::shape(NAME, "a folded norm needs LaneVector with a uniform x"));
-    }
-    let norm_vec4 = norm.map(|_| (k / 4) as u32);
-    let pipeline = batch.gpu().pipeline(&kernel.kernel(w.ty(), subgroups, subgroup_min, x_vec4, norm_vec4)).await?;
+    let pipeline = batch.gpu().pipeline(&kernel.kernel(w.ty(), subgroups, subgroup_min, x_vec4)).await?;
     let (_, tt, _) = kernel.tile();
     let per_group = kernel.rows_per_group(subgroups, subgroup_min);
     let token_tiles = tokens.div_ceil(tt);
@@ -489,8 +397,7 @@ async fn matmul_impl_norm(
             bias_row: if bias.is_some() { lo as u32 } else { u32::MAX },
             token_tiles,
             epilogue: epilogue as u32,
-            eps: norm.map_or(0.0, |n| n.eps),
-            _pad: 0,
+            _pad: [0; 2],
         };
         let groups = token_tiles * count.div_ceil(per_group);
         // Unbound bias still needs a buffer in its slot; the shader never reads it.
@@ -499,13 +406,7 @@ async fn matmul_impl_norm(
         if vector {
             // matvec.wgsl binds the chunk twice: as vec4 words and as single words.
             let xb = if x_vec4.is_some() { x.range(0, x_bytes) } else { x.into() };
-            match norm {
-                Some(nm) => {
-                    let nw = nm.weight.range(0, 4 * k);
-                    batch.dispatch(&pipeline, &params, &[xb, weights, y.into(), bias.into(), weights, nw], grid(groups))?
-                }
-                None => batch.dispatch(&pipeline, &params, &[xb, weights, y.into(), bias.into(), weights], grid(groups))?,
-            }
+            batch.dispatch(&pipeline, &params, &[xb, weights, y.into(), bias.into(), weights], grid(groups))?;
         } else {
             batch.dispatch(&pipeline, &params, &[x.into(), weights, y.into(), bias.into()], grid(groups))?;
         }
@@ -531,7 +432,7 @@ pub async fn embedding(batch: &mut Batch<'_>, w: &Weight, ids: &Buffer, out: &Bu
         ));
     }
     // The module also holds matmul_forward, so it needs its constants; the portable one.
-    let kernel = MatmulKernel::Tiled.kernel(w.ty(), false, 0, None, None);
+    let kernel = MatmulKernel::Tiled.kernel(w.ty(), false, 0, None);
     let kernel = Kernel { entry: "embedding_forward", ..kernel };
     let pipeline = batch.gpu().pipeline(&kernel).await?;
     let threads = tokens * (k / 8) as u32;
