@@ -3,7 +3,7 @@
 //!
 //! `cargo bench --bench engine` (model from CLASSTUNE_MODEL or the setup cache).
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -21,7 +21,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// llama.cpp's prefill and decode tok/s for the same file, prompt length and budget.
-fn llama_cpp(path: &PathBuf) -> Option<(f64, f64)> {
+fn llama_cpp(path: &Path) -> Option<(f64, f64)> {
     let script = format!(
         r#"
 import time, statistics
@@ -57,7 +57,7 @@ fn main() {
     }
 }
 
-async fn run(path: &PathBuf) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let cold = Instant::now();
     let gpu = Gpu::new(GpuOptions::default()).await?;
     let file = MappedFile::open(path)?;

@@ -285,7 +285,7 @@ fn token_text(
     let token = usize::try_from(id)
         .ok()
         .and_then(|i| tokens.get(i))
-        .ok_or_else(|| ChatError::TokenId {
+        .ok_or(ChatError::TokenId {
             key,
             id,
             vocab_size: tokens.len(),

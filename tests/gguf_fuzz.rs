@@ -121,11 +121,11 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     // Positions are reduced modulo the file length when applied.
     let at = any::<usize>();
     prop_oneof![
-        (at.clone(), any::<u8>()).prop_map(|(at, byte)| Mutation::Set { at, byte }),
-        (at.clone(), 1..=255u8).prop_map(|(at, mask)| Mutation::Xor { at, mask }),
-        at.clone().prop_map(|at| Mutation::Truncate { at }),
-        (at.clone(), nasty_u64()).prop_map(|(at, value)| Mutation::InsertU64 { at, value }),
-        (at.clone(), nasty_u64()).prop_map(|(at, value)| Mutation::OverwriteU64 { at, value }),
+        (at, any::<u8>()).prop_map(|(at, byte)| Mutation::Set { at, byte }),
+        (at, 1..=255u8).prop_map(|(at, mask)| Mutation::Xor { at, mask }),
+        at.prop_map(|at| Mutation::Truncate { at }),
+        (at, nasty_u64()).prop_map(|(at, value)| Mutation::InsertU64 { at, value }),
+        (at, nasty_u64()).prop_map(|(at, value)| Mutation::OverwriteU64 { at, value }),
         (at, 1..16usize).prop_map(|(at, len)| Mutation::Remove { at, len }),
     ]
 }

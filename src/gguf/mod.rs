@@ -90,7 +90,7 @@ impl GgmlType {
     /// Bytes of `n` values, or `None` when `n` is not a whole number of blocks.
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let block = self.block_len() as u64;
-        (n % block == 0).then(|| (n / block).checked_mul(self.block_bytes() as u64)).flatten()
+        n.is_multiple_of(block).then(|| (n / block).checked_mul(self.block_bytes() as u64)).flatten()
     }
     pub fn name(self) -> &'static str {
         match self {

@@ -48,7 +48,7 @@ impl GgufWriter {
             });
         }
         // The reader needs whole blocks per row, not just in total.
-        if dims[0] % ty.block_len() as u64 != 0 {
+        if !dims[0].is_multiple_of(ty.block_len() as u64) {
             return Err(GgufError::BadShape {
                 name: name.to_string(),
                 dims: dims.to_vec(),

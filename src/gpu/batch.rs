@@ -121,7 +121,7 @@ impl<'g> Batch<'g> {
 
     /// Records a buffer-to-buffer copy, ordered with the dispatches around it.
     pub fn copy(&mut self, src: &Buffer, src_offset: u64, dst: &Buffer, dst_offset: u64, size: u64) -> Result<(), GpuError> {
-        if src_offset + size > src.size() || dst_offset + size > dst.size() || size % 4 != 0 {
+        if src_offset + size > src.size() || dst_offset + size > dst.size() || !size.is_multiple_of(4) {
             return Err(GpuError::Validation(format!(
                 "copy of {size} bytes from `{}`+{src_offset} to `{}`+{dst_offset} is out of range",
                 src.label(),

@@ -213,7 +213,7 @@ impl Gpu {
     /// A storage buffer holding `bytes` (zero-padded to a multiple of 4).
     pub fn upload(&self, label: &str, bytes: &[u8]) -> Result<Buffer, GpuError> {
         self.check_size(label, bytes.len() as u64)?;
-        let raw = if bytes.len() % 4 == 0 && !bytes.is_empty() {
+        let raw = if bytes.len().is_multiple_of(4) && !bytes.is_empty() {
             self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
                 contents: bytes,
@@ -233,7 +233,7 @@ impl Gpu {
 
     /// Overwrites the start of `buffer` with `bytes` (ordered before the next submit).
     pub fn write(&self, buffer: &Buffer, offset: u64, bytes: &[u8]) -> Result<(), GpuError> {
-        if offset + bytes.len() as u64 > buffer.size() || bytes.len() % 4 != 0 || offset % 4 != 0 {
+        if offset + bytes.len() as u64 > buffer.size() || !bytes.len().is_multiple_of(4) || !offset.is_multiple_of(4) {
             return Err(GpuError::shape(
                 "write",
                 format!(
@@ -314,7 +314,7 @@ impl Gpu {
     pub async fn read(&self, buffer: &Buffer, offset: u64, size: u64) -> Result<Vec<u8>, GpuError> {
         let readback_error =
             |message: String| GpuError::Readback { label: buffer.label().to_string(), message };
-        if offset % 4 != 0 || size % 4 != 0 || offset + size > buffer.size() {
+        if !offset.is_multiple_of(4) || !size.is_multiple_of(4) || offset + size > buffer.size() {
             return Err(readback_error(format!(
                 "range {offset}+{size} is not 4-byte aligned inside {} bytes",
                 buffer.size()

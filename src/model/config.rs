@@ -70,7 +70,7 @@ impl Config {
             Some(&v) => v as usize,
             None => return Err(ModelError::shape("token_embd.weight", "[hidden, vocab]", &embed.dims)),
         };
-        if n_heads == 0 || n_kv_heads == 0 || hidden % n_heads != 0 || n_heads % n_kv_heads != 0 {
+        if n_heads == 0 || n_kv_heads == 0 || !hidden.is_multiple_of(n_heads) || !n_heads.is_multiple_of(n_kv_heads) {
             return Err(ModelError::BadConfig(format!(
                 "{n_heads} heads and {n_kv_heads} KV heads do not divide hidden size {hidden}"
             )));

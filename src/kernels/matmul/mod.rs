@@ -301,7 +301,7 @@ pub async fn matmul_swiglu(batch: &mut Batch<'_>, x: &Buffer, w: &Weight, gate: 
 }
 
 fn uniform_bytes(batch: &Batch<'_>) -> u64 {
-    (batch.gpu().limits().max_uniform_buffer_binding_size as u64).min(MATVEC_UNIFORM_BYTES)
+    batch.gpu().limits().max_uniform_buffer_binding_size.min(MATVEC_UNIFORM_BYTES)
 }
 
 /// What the bias binding holds.
