@@ -111,6 +111,15 @@ impl<R: BufRead> LineReader<R> {
         }
     }
 
+    /// [`Self::next_line`] with a read failure reported against `file` and its offset.
+    pub fn next_line_of(&mut self, file: &str, buf: &mut Vec<u8>) -> Result<Option<bool>, crate::data::DataError> {
+        self.next_line(buf).map_err(|e| crate::data::DataError::Io {
+            file: file.to_string(),
+            offset: self.offset,
+            reason: e.to_string(),
+        })
+    }
+
     /// The next line without its `\n` (and `\r`) into `buf`, or `None` at the end. The
     /// flag is true when the line was cut because it was longer than the limit.
     pub fn next_line(&mut self, buf: &mut Vec<u8>) -> std::io::Result<Option<bool>> {

@@ -201,45 +201,46 @@ async fn rope_dispatch(
     batch.dispatch(&pipeline, &params, &[x.into(), pos.into(), inv_freq.into()], grid((pairs as u32).div_ceil(64)))
 }
 
-/// CPU reference of [`rope_forward`]: the angle is the same f32 product as on the GPU,
-/// its sine and cosine are taken in f64.
-pub fn rope_forward_cpu(x: &mut [f32], pos: &[u32], inv_freq: &[f32], heads: usize, head_dim: usize, style: RopeStyle) {
+/// Element pairs (a, b) each rotation acts on, with the angle as the GPU computes it
+/// (an f32 product), for the CPU references.
+fn pairs_cpu<'a>(
+    pos: &'a [u32],
+    inv_freq: &'a [f32],
+    heads: usize,
+    head_dim: usize,
+    style: RopeStyle,
+) -> impl Iterator<Item = (usize, usize, f64)> + 'a {
     let half = head_dim / 2;
-    for (t, &position) in pos.iter().enumerate() {
-        for h in 0..heads {
+    pos.iter().enumerate().flat_map(move |(t, &position)| {
+        (0..heads).flat_map(move |h| {
             let base = (t * heads + h) * head_dim;
-            for (i, &f) in inv_freq.iter().enumerate().take(half) {
+            inv_freq.iter().take(half).enumerate().map(move |(i, &f)| {
                 let (a, b) = match style {
                     RopeStyle::Interleaved => (base + 2 * i, base + 2 * i + 1),
                     RopeStyle::Neox => (base + i, base + i + half),
                 };
-                let angle = (position as f32 * f) as f64;
-                let (s, c) = (angle.sin() as f32, angle.cos() as f32);
-                let (x0, x1) = (x[a], x[b]);
-                x[a] = x0 * c - x1 * s;
-                x[b] = x0 * s + x1 * c;
-            }
-        }
+                (a, b, (position as f32 * f) as f64)
+            })
+        })
+    })
+}
+
+/// CPU reference of [`rope_forward`]: sine and cosine of the GPU's angle taken in f64.
+pub fn rope_forward_cpu(x: &mut [f32], pos: &[u32], inv_freq: &[f32], heads: usize, head_dim: usize, style: RopeStyle) {
+    for (a, b, angle) in pairs_cpu(pos, inv_freq, heads, head_dim, style) {
+        let (s, c) = (angle.sin() as f32, angle.cos() as f32);
+        let (x0, x1) = (x[a], x[b]);
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
     }
 }
 
 /// CPU reference of [`rope_backward`]: the rotation by the negative angle, in f64.
 pub fn rope_backward_cpu(dx: &mut [f32], pos: &[u32], inv_freq: &[f32], heads: usize, head_dim: usize, style: RopeStyle) {
-    let half = head_dim / 2;
-    for (t, &position) in pos.iter().enumerate() {
-        for h in 0..heads {
-            let base = (t * heads + h) * head_dim;
-            for (i, &f) in inv_freq.iter().enumerate().take(half) {
-                let (a, b) = match style {
-                    RopeStyle::Interleaved => (base + 2 * i, base + 2 * i + 1),
-                    RopeStyle::Neox => (base + i, base + i + half),
-                };
-                let angle = (position as f32 * f) as f64;
-                let (s, c) = (angle.sin(), angle.cos());
-                let (g0, g1) = (dx[a] as f64, dx[b] as f64);
-                dx[a] = (g0 * c + g1 * s) as f32;
-                dx[b] = (-g0 * s + g1 * c) as f32;
-            }
-        }
+    for (a, b, angle) in pairs_cpu(pos, inv_freq, heads, head_dim, style) {
+        let (s, c) = (angle.sin(), angle.cos());
+        let (g0, g1) = (dx[a] as f64, dx[b] as f64);
+        dx[a] = (g0 * c + g1 * s) as f32;
+        dx[b] = (-g0 * s + g1 * c) as f32;
     }
 }

@@ -29,18 +29,7 @@ pub fn read_jsonl<R: BufRead>(
     let mut raw = Vec::new();
     let mut count = 0;
     let mut skipping_long = false;
-    loop {
-        let cut = match reader.next_line(&mut raw) {
-            Ok(Some(cut)) => cut,
-            Ok(None) => break,
-            Err(e) => {
-                return Err(DataError::Io {
-                    file: file.to_string(),
-                    offset: reader.offset,
-                    reason: e.to_string(),
-                })
-            }
-        };
+    while let Some(cut) = reader.next_line_of(file, &mut raw)? {
         let line = reader.line;
         if skipping_long {
             skipping_long = cut;

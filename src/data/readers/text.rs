@@ -22,18 +22,7 @@ pub fn read_text<R: BufRead>(
     let mut bad_utf8 = (0usize, 0usize); // (lines, first line)
     let mut cuts = 0usize;
     let mut in_fence = false;
-    loop {
-        let cut = match reader.next_line(&mut raw) {
-            Ok(Some(cut)) => cut,
-            Ok(None) => break,
-            Err(e) => {
-                return Err(DataError::Io {
-                    file: file.to_string(),
-                    offset: reader.offset,
-                    reason: e.to_string(),
-                })
-            }
-        };
+    while let Some(cut) = reader.next_line_of(file, &mut raw)? {
         cuts += usize::from(cut);
         let line = match std::str::from_utf8(&raw) {
             Ok(s) => std::borrow::Cow::Borrowed(s),
