@@ -1,6 +1,6 @@
 // y[t, n] = Σ_k x[t, k] · W[n, k] (+ bias[n]), W in GGML blocks dequantized on the fly;
-// and embedding rows out[t, :] = W[ids[t], :]. No backward here: the base weights are
-// frozen, and dx = dy · W is the same kernel on the transposed problem (see lora).
+// and embedding rows out[t, :] = W[ids[t], :]. The input gradient dx = dy · W is
+// shaders/matmul_grad.wgsl, which shares dequant8 (the base weights are frozen: no dW).
 //
 // Weight layout (one storage buffer per row chunk, see kernels/matmul/weight.rs): row r
 // starts at word r·ROW_WORDS (a multiple of 4); Q4_0/Q4_1/Q8_0 rows hold all quants,
@@ -54,6 +54,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;   // [tokens, y_stride]
 @group(0) @binding(4) var<storage, read> bias: array<f32>;      // [N] (any buffer without bias); the gate [tokens, y_stride] with epilogue 2
 
+// ---- dequant: W8 and dequant8 (needs `w` and `p.cols`), also appended to matmul_grad.wgsl ----
 struct W8 {
     lo: vec4<f32>,
     hi: vec4<f32>,
@@ -130,6 +131,7 @@ fn dequant8(base: u32, k: u32) -> W8 {
     let q1 = nibbles4(w[ql + 1u], lshift) + 16.0 * vec4<f32>(unpack4xU8((w[qh + 1u] >> hshift) & 0x03030303u)) - 32.0;
     return W8(d * q0, d * q1);
 }
+// ---- end dequant ----
 
 fn dot8(a: W8, b: W8) -> f32 {
     return dot(a.lo, b.lo) + dot(a.hi, b.hi);

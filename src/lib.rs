@@ -6,6 +6,7 @@
 //! WGSL file with its CPU reference), `model` (config, weights, forward pass,
 //! generation).
 
+pub mod adapter;
 pub mod chat;
 pub mod data;
 pub mod gguf;
@@ -15,3 +16,4 @@ pub mod model;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod paths;
 pub mod tokenizer;
+pub mod train;

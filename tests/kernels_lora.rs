@@ -65,11 +65,11 @@ async fn run_gpu(x: &[f32], a: &[f32], b: &[f32], dy: &[f32], p: &Priors, s: Lor
     let (av, bv) = (View::at(&params, a_off as u32), View::at(&params, b_off as u32));
     let (dav, dbv) = (View::at(&gradb, a_off as u32), View::at(&gradb, b_off as u32));
     let mut batch = gpu.batch();
-    lora_forward(&mut batch, &xb, av, bv, &ub, &yb, s).await?;
+    lora_forward(&mut batch, &xb, av, bv, &ub, (&yb).into(), s).await?;
     lora_backward_u(&mut batch, &dyb, bv, &dub, s).await?;
     lora_backward_b(&mut batch, &dyb, &ub, dbv, s, true).await?;
     lora_backward_a(&mut batch, &dub, &xb, dav, s, true).await?;
-    lora_backward_input(&mut batch, &dub, av, &dxb, s).await?;
+    lora_backward_input(&mut batch, &dub, av, &dxb, s, true).await?;
     batch.submit()?;
     let g = gpu.read_f32_prefix(&gradb, grads.len()).await?;
     for i in (0..a_off).chain(a_off + r * din..b_off).chain(b_off + dout * r..grads.len()) {
@@ -158,14 +158,14 @@ fn lora_rejects_bad_shapes() -> Result<(), GpuError> {
             (LoraShape { tokens: 5, ..ok }, "x too short"),
             (LoraShape { scale: f32::NAN, ..ok }, "NaN scale"),
         ] {
-            let result = lora_forward(&mut batch, &x, (&a).into(), (&b).into(), &u, &y, bad).await;
+            let result = lora_forward(&mut batch, &x, (&a).into(), (&b).into(), &u, (&y).into(), bad).await;
             assert!(matches!(result, Err(GpuError::Shape { .. })), "{why}: {result:?}");
         }
         // A at an offset that runs past the buffer.
-        let result = lora_forward(&mut batch, &x, View::at(&a, 1), (&b).into(), &u, &y, ok).await;
+        let result = lora_forward(&mut batch, &x, View::at(&a, 1), (&b).into(), &u, (&y).into(), ok).await;
         assert!(matches!(result, Err(GpuError::Shape { .. })), "offset: {result:?}");
         // Output aliasing an input.
-        let result = lora_backward_input(&mut batch, &u, (&a).into(), &a, ok).await;
+        let result = lora_backward_input(&mut batch, &u, (&a).into(), &a, ok, true).await;
         assert!(matches!(result, Err(GpuError::Shape { .. })), "alias: {result:?}");
         Ok(())
     })

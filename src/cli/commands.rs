@@ -69,12 +69,18 @@ pub async fn info(path: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn load(path: &Path) -> Result<(Gpu, Model, Tokenizer, Gguf)> {
+async fn load(path: &Path, adapter: Option<&Path>) -> Result<(Gpu, Model, Tokenizer, Gguf)> {
     let started = Instant::now();
     let (file, gguf) = open(path)?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
     let gpu = Gpu::new(GpuOptions::default()).await?;
-    let model = Model::load_with_header(&gpu, &file, &gguf).await.map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut model = Model::load_with_header(&gpu, &file, &gguf).await.map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(dir) = adapter {
+        let loaded = classtune::adapter::read_peft_dir(dir, &model.config).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let weights = classtune::model::LoraWeights::from_adapter(&gpu, &model.config, &loaded)?;
+        eprintln!("applying adapter {} (rank {}, {} projections)", dir.display(), loaded.config.rank, loaded.pairs.len());
+        model.attach(Some(weights));
+    }
     eprintln!(
         "loaded {} on {} in {:.2} s ({:.1} MiB on the GPU)",
         model.config.name,
@@ -85,8 +91,8 @@ async fn load(path: &Path) -> Result<(Gpu, Model, Tokenizer, Gguf)> {
     Ok((gpu, model, tokenizer, gguf))
 }
 
-pub async fn generate(path: &Path, prompt: &str, chat: bool, mut options: GenerateOptions) -> Result<()> {
-    let (gpu, model, tokenizer, gguf) = load(path).await?;
+pub async fn generate(path: &Path, adapter: Option<&Path>, prompt: &str, chat: bool, mut options: GenerateOptions) -> Result<()> {
+    let (gpu, model, tokenizer, gguf) = load(path, adapter).await?;
     let ids = if chat {
         let template = ChatTemplate::from_gguf(&gguf)?;
         let text = template.render(&[Message::user(prompt)], true);
@@ -142,7 +148,7 @@ pub async fn generate(path: &Path, prompt: &str, chat: bool, mut options: Genera
 }
 
 pub async fn logits(path: &Path, ids: &[u32]) -> Result<()> {
-    let (gpu, model, _, _) = load(path).await?;
+    let (gpu, model, _, _) = load(path, None).await?;
     let mut cache = KvCache::new(&gpu, &model.config, ids.len())?;
     let logits = model.logits(&gpu, &mut cache, ids).await?;
     let rows: Vec<&[f32]> = logits.chunks(model.config.vocab).collect();
@@ -150,7 +156,7 @@ pub async fn logits(path: &Path, ids: &[u32]) -> Result<()> {
     Ok(())
 }
 
-pub async fn score(path: &Path, data: &Path, seq_len: usize) -> Result<()> {
+pub async fn score(path: &Path, adapter: Option<&Path>, data: &Path, seq_len: usize) -> Result<()> {
     if seq_len < 2 {
         return Err("--seq-len must be at least 2".into());
     }
@@ -158,7 +164,7 @@ pub async fn score(path: &Path, data: &Path, seq_len: usize) -> Result<()> {
     let text = String::from_utf8(text).map_err(|e| {
         format!("{}: not UTF-8 text (invalid byte at offset {})", data.display(), e.utf8_error().valid_up_to())
     })?;
-    let (gpu, model, tokenizer, _) = load(path).await?;
+    let (gpu, model, tokenizer, _) = load(path, adapter).await?;
     let ids = with_bos(&tokenizer, tokenizer.encode(&text, false)?);
     if ids.len() < 2 {
         return Err(format!("{}: fewer than two tokens to score", data.display()).into());

@@ -115,7 +115,7 @@ pub fn run(args: DataArgs) -> Result<()> {
     Ok(())
 }
 
-fn sample_course() -> Result<Vec<PathBuf>> {
+pub(super) fn sample_course() -> Result<Vec<PathBuf>> {
     let dir = Path::new(SAMPLE_COURSE);
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("no --input given and the sample course ./{SAMPLE_COURSE} cannot be read: {e}"))?

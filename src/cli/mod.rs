@@ -3,6 +3,7 @@
 
 mod commands;
 mod data;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +51,9 @@ enum Command {
         repetition_penalty: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// A LoRA adapter folder (PEFT format) to apply.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
     },
     /// Logits of every position for the given token ids, as JSON (for parity checks
     /// against other engines and the browser build).
@@ -71,6 +75,80 @@ enum Command {
         /// Tokens per scoring window.
         #[arg(long, default_value_t = 512)]
         seq_len: usize,
+        /// A LoRA adapter folder (PEFT format) to apply.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+    },
+    /// Fine-tune a LoRA adapter on course material; writes the adapter (PEFT format) and
+    /// metrics.jsonl to --out.
+    Train {
+        /// GGUF model [default: the SmolLM2 model that scripts/setup.sh caches]
+        #[arg(long, default_value_os_t = classtune::paths::default_model(), hide_default_value = true)]
+        model: PathBuf,
+        /// Course files (any format `classtune data` reads); without it, the bundled sample course.
+        #[arg(long, num_args = 1..)]
+        data: Vec<PathBuf>,
+        /// Output folder: adapter_model.safetensors, adapter_config.json, metrics.jsonl.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        rank: usize,
+        #[arg(long, default_value_t = 32.0)]
+        alpha: f32,
+        #[arg(long, default_value_t = 0.0)]
+        dropout: f32,
+        /// Scale by alpha / sqrt(rank) (rsLoRA) instead of alpha / rank.
+        #[arg(long)]
+        rslora: bool,
+        /// Adapted projections.
+        #[arg(long, value_delimiter = ',', default_value = "q,k,v,o,gate,up,down")]
+        targets: Vec<String>,
+        #[arg(long, default_value_t = 2e-4)]
+        lr: f32,
+        /// cosine, linear or constant decay after warmup.
+        #[arg(long, default_value = "cosine")]
+        schedule: String,
+        /// Fraction of the steps spent warming the learning rate up from 0.
+        #[arg(long, default_value_t = 0.05)]
+        warmup_ratio: f64,
+        #[arg(long, default_value_t = 0.0)]
+        weight_decay: f32,
+        /// Global gradient-norm clipping (0: off).
+        #[arg(long, default_value_t = 1.0)]
+        max_grad_norm: f32,
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
+        #[arg(long)]
+        max_steps: Option<usize>,
+        /// Tokens per example (longer examples are truncated, with a warning).
+        #[arg(long, default_value_t = 256)]
+        seq_len: usize,
+        /// Sequences per micro-batch.
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        /// Micro-batches per optimizer step.
+        #[arg(long, default_value_t = 1)]
+        grad_accum: usize,
+        /// Fraction of documents held out for the validation loss.
+        #[arg(long, default_value_t = 0.1)]
+        val_fraction: f64,
+        /// Validation loss every N steps (0: only at the end).
+        #[arg(long, default_value_t = 10)]
+        eval_every: usize,
+        /// Stop when the validation loss has not improved for N evaluations.
+        #[arg(long)]
+        patience: Option<usize>,
+        /// Keep every layer's activations instead of recomputing them in the backward
+        /// (faster, more GPU memory).
+        #[arg(long)]
+        no_recompute: bool,
+        /// socratic-tutor, teaching-assistant (default) or resource-generator.
+        #[arg(long, conflicts_with = "system_prompt")]
+        preset: Option<String>,
+        #[arg(long)]
+        system_prompt: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Prepare training data from course material (txt, md, html, pdf, docx, csv/tsv,
     /// ChatML/alpaca/prompt-completion JSON(L)); without --input, the bundled sample course.
@@ -116,7 +194,7 @@ pub fn main() -> ExitCode {
     let result = pollster::block_on(async {
         match cli.command {
             Command::Info { model, json } => commands::info(&model, json).await,
-            Command::Generate { model, prompt, chat, max_tokens, temperature, top_k, top_p, repetition_penalty, seed } => {
+            Command::Generate { model, prompt, chat, max_tokens, temperature, top_k, top_p, repetition_penalty, seed, adapter } => {
                 let options = classtune::model::GenerateOptions {
                     max_tokens,
                     temperature,
@@ -126,10 +204,59 @@ pub fn main() -> ExitCode {
                     seed,
                     stop: Vec::new(),
                 };
-                commands::generate(&model, &prompt, chat, options).await
+                commands::generate(&model, adapter.as_deref(), &prompt, chat, options).await
             }
             Command::Logits { model, ids } => commands::logits(&model, &ids).await,
-            Command::Score { model, data, seq_len } => commands::score(&model, &data, seq_len).await,
+            Command::Score { model, data, seq_len, adapter } => commands::score(&model, adapter.as_deref(), &data, seq_len).await,
+            Command::Train {
+                model,
+                data,
+                out,
+                rank,
+                alpha,
+                dropout,
+                rslora,
+                targets,
+                lr,
+                schedule,
+                warmup_ratio,
+                weight_decay,
+                max_grad_norm,
+                epochs,
+                max_steps,
+                seq_len,
+                batch,
+                grad_accum,
+                val_fraction,
+                eval_every,
+                patience,
+                no_recompute,
+                preset,
+                system_prompt,
+                seed,
+            } => match train::parse_targets(&targets) {
+                Ok(targets) => {
+                    train::train(train::TrainArgs {
+                        model,
+                        data,
+                        out,
+                        lora: classtune::adapter::LoraConfig { rank, alpha, dropout, rslora, targets },
+                        lr,
+                        schedule,
+                        warmup_ratio,
+                        weight_decay,
+                        max_grad_norm,
+                        run: classtune::train::run::RunOptions { epochs, max_steps, batch, grad_accum, eval_every, patience, seed },
+                        seq_len,
+                        val_fraction,
+                        preset,
+                        system_prompt,
+                        recompute: !no_recompute,
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            },
             Command::Data { input, out, model, preset, system_prompt, seq_len, overlap, roster, val_fraction, seed, no_redact } => {
                 data::run(data::DataArgs {
                     inputs: input,

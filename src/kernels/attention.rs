@@ -1,7 +1,8 @@
 //! Causal grouped-query attention over a KV cache (shaders/attention.wgsl), with the
-//! log-sum-exp of every row stored for the backward.
+//! log-sum-exp of every row stored for the backward, and its backward pass.
 
 use super::add::ensure_len;
+use super::ensure_distinct;
 use crate::gpu::{batch::grid, Batch, Buffer, GpuError, Kernel};
 
 const SOURCE: &str = include_str!("../../shaders/attention.wgsl");
@@ -90,7 +91,11 @@ struct Params {
     n_head: u32,
     n_kv_head: u32,
     scale: f32,
-    _pad: [u32; 3],
+    /// Backward only: the keys (query pass) or queries (key pass) of one dispatch.
+    lo: u32,
+    hi: u32,
+    /// Backward only: 1 adds to the gradients an earlier dispatch wrote.
+    accumulate: u32,
 }
 
 /// Most loop iterations one invocation may run. llvmpipe (lavapipe, our CI device)
@@ -132,9 +137,22 @@ pub fn loop_estimate(path: AttentionPath, shape: &AttentionShape) -> u64 {
 }
 
 /// Keys per shared-memory tile: two tiles of `BK * head_dim` f32 stay within 16 KiB,
-/// the WebGPU default workgroup storage.
+/// the WebGPU default workgroup storage. A multiple of four: the backward steps through
+/// a tile four keys or query rows at a time (`head_dim <= 256` leaves at least 8).
 fn keys_per_tile(head_dim: u32) -> u32 {
-    (2048 / head_dim).clamp(1, 32)
+    (2048 / head_dim.max(1) / 4 * 4).clamp(4, 32)
+}
+
+/// The head counts and `head_dim` every kernel of this module takes.
+fn check_heads(name: &'static str, shape: &AttentionShape) -> Result<(), GpuError> {
+    let AttentionShape { n_head, n_kv_head, head_dim, .. } = *shape;
+    if head_dim == 0 || head_dim > MAX_HEAD_DIM || !head_dim.is_multiple_of(4) {
+        return Err(GpuError::shape(name, format!("head_dim {head_dim} must be a multiple of 4 up to {MAX_HEAD_DIM}")));
+    }
+    if n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) {
+        return Err(GpuError::shape(name, format!("n_head {n_head} is not a multiple of n_kv_head {n_kv_head}")));
+    }
+    Ok(())
 }
 
 /// `out` [n_query, n_head, head_dim] = causal softmax(q kᵀ / sqrt(head_dim)) v, and
@@ -167,13 +185,8 @@ pub async fn attention_forward_path(
     path: AttentionPath,
 ) -> Result<(), GpuError> {
     const NAME: &str = "attention_forward";
+    check_heads(NAME, &shape)?;
     let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim } = shape;
-    if head_dim == 0 || head_dim > MAX_HEAD_DIM || !head_dim.is_multiple_of(4) {
-        return Err(GpuError::shape(NAME, format!("head_dim {head_dim} must be a multiple of 4 up to {MAX_HEAD_DIM}")));
-    }
-    if n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) {
-        return Err(GpuError::shape(NAME, format!("n_head {n_head} is not a multiple of n_kv_head {n_kv_head}")));
-    }
     let (t, hd) = (n_query as u64, head_dim as u64);
     let keys = past_len as u64 + t;
     ensure_len(NAME, "q", q, t * n_head as u64 * hd)?;
@@ -224,7 +237,8 @@ pub async fn attention_forward_path(
     // paths' storage.
     let kernel = kernel.with("HEAD_DIM", format!("{head_dim}u")).with("BK", format!("{}u", keys_per_tile(head_dim)));
     let pipeline = gpu.pipeline(&kernel).await?;
-    let params = Params { n_query, past_len, n_head, n_kv_head, scale: 1.0 / (head_dim as f32).sqrt(), _pad: [0; 3] };
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let params = Params { n_query, past_len, n_head, n_kv_head, scale, lo: 0, hi: 0, accumulate: 0 };
     let bindings = [q.into(), k_cache.into(), v_cache.into(), out.into(), lse.into()];
     batch.dispatch(&pipeline, &params, &bindings, grid(groups))
 }
@@ -261,4 +275,207 @@ pub fn attention_forward_cpu(q: &[f32], k_cache: &[f32], v_cache: &[f32], shape:
         }
     }
     (out, lse)
+}
+
+/// Keys per workgroup of the backward's key pass (`KEYS` in attention.wgsl).
+const KEY_BLOCK: u32 = 64;
+
+/// Loop iterations per thread of one backward dispatch whose span is `span` keys (the
+/// query pass: the keys of one dispatch) or `span` query rows, queries × group (the key
+/// pass). Both walk their span in tiles of `BK` with the same loops (attention.wgsl,
+/// backward section), counted as in [`loop_estimate`].
+pub fn backward_loop_estimate(head_dim: u32, span: u64) -> u64 {
+    let hd4 = (head_dim / 4).max(1) as u64;
+    let rest = hd4 % 4;
+    let cols = hd4 / 4 + 1 + if rest > 0 { rest + 1 } else { 0 };
+    let bk = keys_per_tile(head_dim) as u64;
+    let steps = bk / 4;
+    // per tile: the tile loop, the cooperative load, the steps of four keys or rows and
+    // two column loops in each
+    let tile = 1 + (bk * hd4).div_ceil(64) + 1 + steps + 1 + steps * 2 * cols;
+    // the row loads and the stores, and the tile loop's exit
+    2 * (hd4 + 1) + 1 + span.div_ceil(bk) * tile
+}
+
+/// Largest span (see [`backward_loop_estimate`]) one backward dispatch may take.
+fn backward_span(head_dim: u32) -> u64 {
+    let fixed = backward_loop_estimate(head_dim, 0);
+    let bk = keys_per_tile(head_dim) as u64;
+    let per_tile = backward_loop_estimate(head_dim, bk) - fixed;
+    LOOP_BUDGET.saturating_sub(fixed) / per_tile * bk
+}
+
+/// Backward of [`attention_forward`]: from `dout` = dL/d`out`, overwrites `dq`
+/// [n_query, n_head, head_dim] and rows `0 .. past_len + n_query` of `dk`, `dv`
+/// [S_cap, n_kv_head, head_dim] (a kv head's rows sum over the query heads of its
+/// group; rows past them are left alone). `q`, `k_cache`, `v_cache`, `out` and `lse` as
+/// the forward took and wrote them. All nine buffers must be distinct.
+///
+/// Two passes, FlashAttention-2 style, with P recomputed from `lse`: one parallel over
+/// query rows writes `dq` and each row's `(lse, D = dout · out)` to a scratch buffer,
+/// one parallel over keys writes `dk` and `dv`. Spans that would exceed llvmpipe's loop
+/// budget ([`backward_loop_estimate`]) are split over several dispatches that add up.
+#[allow(clippy::too_many_arguments)]
+pub async fn attention_backward(
+    batch: &mut Batch<'_>,
+    q: &Buffer,
+    k_cache: &Buffer,
+    v_cache: &Buffer,
+    out: &Buffer,
+    dout: &Buffer,
+    lse: &Buffer,
+    dq: &Buffer,
+    dk: &Buffer,
+    dv: &Buffer,
+    shape: AttentionShape,
+) -> Result<(), GpuError> {
+    const NAME: &str = "attention_backward";
+    check_heads(NAME, &shape)?;
+    let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim } = shape;
+    let (t, hd) = (n_query as u64, head_dim as u64);
+    let keys = past_len as u64 + t;
+    for (name, buffer) in [("q", q), ("out", out), ("dout", dout), ("dq", dq)] {
+        ensure_len(NAME, name, buffer, t * n_head as u64 * hd)?;
+    }
+    ensure_len(NAME, "lse", lse, n_head as u64 * t)?;
+    for (name, buffer) in [("k_cache", k_cache), ("v_cache", v_cache), ("dk", dk), ("dv", dv)] {
+        ensure_len(NAME, name, buffer, keys * n_kv_head as u64 * hd)?;
+    }
+    ensure_distinct(
+        NAME,
+        &[
+            ("q", q),
+            ("k_cache", k_cache),
+            ("v_cache", v_cache),
+            ("out", out),
+            ("dout", dout),
+            ("lse", lse),
+            ("dq", dq),
+            ("dk", dk),
+            ("dv", dv),
+        ],
+    )?;
+    if n_head == 0 || keys == 0 {
+        return Ok(());
+    }
+    let group = n_head / n_kv_head;
+    let span = backward_span(head_dim);
+    // One key dispatch covers this many queries, one query dispatch this many keys.
+    let queries_per = (span / group as u64).min(u32::MAX as u64) as u32;
+    let keys_per = span.min(u32::MAX as u64) as u32;
+    if queries_per == 0 {
+        return Err(GpuError::shape(
+            NAME,
+            format!("{shape:?}: one query's {group} rows exceed the loop budget; llvmpipe stops loops past 65535"),
+        ));
+    }
+    let gpu = batch.gpu();
+    let kernel = |entry| {
+        Kernel::new("attention", module(false), entry)
+            .with("HEAD_DIM", format!("{head_dim}u"))
+            .with("BK", format!("{}u", keys_per_tile(head_dim)))
+    };
+    let query_pass = gpu.pipeline(&kernel("attention_backward_query")).await?;
+    let key_pass = gpu.pipeline(&kernel("attention_backward_kv")).await?;
+    // (lse, D) per row; n_query * n_head < 2^25 since q fits one binding.
+    let stats = gpu.scratch("attention_stats", 8 * (t * n_head as u64).max(1))?;
+    let keys = keys as u32;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let base = Params { n_query, past_len, n_head, n_kv_head, scale, lo: 0, hi: 0, accumulate: 0 };
+    if n_query > 0 {
+        let groups = (n_query * group).div_ceil(TILE_ROWS) * n_kv_head;
+        let bindings =
+            [q.into(), k_cache.into(), v_cache.into(), out.into(), lse.into(), dout.into(), dq.into(), (&stats).into()];
+        for lo in (0..keys).step_by(keys_per as usize) {
+            let params = Params { lo, hi: lo.saturating_add(keys_per).min(keys), accumulate: (lo > 0) as u32, ..base };
+            batch.dispatch(&query_pass, &params, &bindings, grid(groups))?;
+        }
+    }
+    // At least one key dispatch: with no queries it writes the zero gradient of the
+    // cached keys.
+    let groups = keys.div_ceil(KEY_BLOCK) * n_kv_head;
+    let bindings = [q.into(), k_cache.into(), v_cache.into(), dout.into(), (&stats).into(), dk.into(), dv.into()];
+    let mut lo = 0u32;
+    loop {
+        let hi = lo.saturating_add(queries_per).min(n_query);
+        let params = Params { lo, hi, accumulate: (lo > 0) as u32, ..base };
+        batch.dispatch(&key_pass, &params, &bindings, grid(groups))?;
+        if hi >= n_query {
+            break;
+        }
+        lo = hi;
+    }
+    batch.retain([stats]);
+    Ok(())
+}
+
+/// CPU reference of [`attention_backward`]: `(dq, dk, dv)` from `dout`, with dk and dv
+/// over rows `0 .. past_len + n_query`. Recomputes the forward in f64 (scores, softmax,
+/// `out`) and accumulates in f64 with plain loops.
+pub fn attention_backward_cpu(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    dout: &[f32],
+    shape: AttentionShape,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim } = shape;
+    let (t_n, hq, hkv, hd) = (n_query as usize, n_head as usize, n_kv_head as usize, head_dim as usize);
+    let keys = past_len as usize + t_n;
+    let group = hq / hkv.max(1);
+    let scale = 1.0 / (hd as f64).sqrt();
+    let mut dq = vec![0.0f64; t_n * hq * hd];
+    let mut dk = vec![0.0f64; keys * hkv * hd];
+    let mut dv = vec![0.0f64; keys * hkv * hd];
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum::<f64>();
+    for t in 0..t_n {
+        for h in 0..hq {
+            let hk = h / group;
+            let row = (t * hq + h) * hd;
+            let (qrow, drow) = (&q[row..row + hd], &dout[row..row + hd]);
+            let kv = |j: usize| (j * hkv + hk) * hd;
+            let n_keys = past_len as usize + t + 1;
+            let s: Vec<f64> = (0..n_keys).map(|j| dot(qrow, &k_cache[kv(j)..kv(j) + hd]) * scale).collect();
+            let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+            let p: Vec<f64> = s.iter().map(|x| (x - m).exp() / z).collect();
+            // dP[j] = dout . v[j], D = dout . out = sum_j P[j] dP[j]
+            let dp: Vec<f64> = (0..n_keys).map(|j| dot(drow, &v_cache[kv(j)..kv(j) + hd])).collect();
+            let d: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+            for j in 0..n_keys {
+                let ds = p[j] * (dp[j] - d);
+                for c in 0..hd {
+                    dq[row + c] += scale * ds * k_cache[kv(j) + c] as f64;
+                    dk[kv(j) + c] += scale * ds * qrow[c] as f64;
+                    dv[kv(j) + c] += p[j] * drow[c] as f64;
+                }
+            }
+        }
+    }
+    let f32s = |x: Vec<f64>| x.into_iter().map(|v| v as f32).collect();
+    (f32s(dq), f32s(dk), f32s(dv))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn params_mirror_the_shader() {
+        assert_eq!(
+            super::super::wgsl_struct_bytes(super::SOURCE, "Params"),
+            Some(std::mem::size_of::<super::Params>())
+        );
+    }
+
+    /// The training shapes run as one dispatch per pass, with room to spare.
+    #[test]
+    fn backward_fits_the_loop_budget() {
+        for (group, head_dim) in [(3u64, 64u32), (7, 64), (2, 16), (4, 64)] {
+            assert!(super::backward_loop_estimate(head_dim, 1024 * group) <= super::LOOP_BUDGET / 2);
+        }
+        for head_dim in [4, 16, 64, 72, 80, 256] {
+            let span = super::backward_span(head_dim);
+            assert!(super::backward_loop_estimate(head_dim, span) <= super::LOOP_BUDGET, "{head_dim}");
+            assert!(super::backward_loop_estimate(head_dim, span + 1) > super::LOOP_BUDGET, "{head_dim}");
+        }
+    }
 }

@@ -164,14 +164,15 @@ async fn lora_matmul(
 }
 
 /// Forward: `u = x · Aᵀ` into `u` [T, r] (kept for the backward), then
-/// `y += scale · u · Bᵀ` onto `y` [T, out] (which holds the base projection's output).
+/// `y += scale · u · Bᵀ` onto `y` [T, out] (which holds the base projection's output;
+/// a view, so keys and values can go straight into their KV-cache rows).
 pub async fn lora_forward(
     batch: &mut Batch<'_>,
     x: &Buffer,
     a: View<'_>,
     b: View<'_>,
     u: &Buffer,
-    y: &Buffer,
+    y: View<'_>,
     shape: LoraShape,
 ) -> Result<(), GpuError> {
     let LoraShape { tokens, d_in, d_out, rank, scale } = shape;
@@ -181,7 +182,7 @@ pub async fn lora_forward(
     lora_matmul(batch, "lora_forward_down", [tokens, rank, d_in], x_op, a_op, ("u", u.into()), 1.0, false).await?;
     let u_op = Operand { name: "u", view: u.into(), rs: rank, cs: 1 };
     let b_op = Operand { name: "b", view: b, rs: 1, cs: rank }; // Bᵀ[k, n] = B[n, k]
-    lora_matmul(batch, "lora_forward_up", [tokens, d_out, rank], u_op, b_op, ("y", y.into()), scale, true).await
+    lora_matmul(batch, "lora_forward_up", [tokens, d_out, rank], u_op, b_op, ("y", y), scale, true).await
 }
 
 /// `du = scale · dy · B` [T, r] from `dy` [T, out]; the gradient with respect to `u`.
@@ -234,19 +235,21 @@ pub async fn lora_backward_a(
 }
 
 /// `dx += du · A` [T, in]: the adapter's share of the input gradient, added onto `dx`
-/// (which holds the frozen base weight's `dy · W`).
+/// (which holds the frozen base weight's `dy · W`); without `accumulate` it overwrites
+/// `dx` (LoRA dropout masks this share before adding it).
 pub async fn lora_backward_input(
     batch: &mut Batch<'_>,
     du: &Buffer,
     a: View<'_>,
     dx: &Buffer,
     shape: LoraShape,
+    accumulate: bool,
 ) -> Result<(), GpuError> {
     let LoraShape { tokens, d_in, rank, .. } = shape;
     shape.check("lora_backward_input")?;
     let du_op = Operand { name: "du", view: du.into(), rs: rank, cs: 1 };
     let a_op = Operand { name: "a", view: a, rs: d_in, cs: 1 };
-    lora_matmul(batch, "lora_backward_input", [tokens, d_in, rank], du_op, a_op, ("dx", dx.into()), 1.0, true).await
+    lora_matmul(batch, "lora_backward_input", [tokens, d_in, rank], du_op, a_op, ("dx", dx.into()), 1.0, accumulate).await
 }
 
 /// CPU reference of [`lora_forward`] in f64: returns `(u, y + scale · u · Bᵀ)`.

@@ -6,6 +6,7 @@ pub mod add;
 pub mod adamw;
 pub mod attention;
 pub mod cross_entropy;
+pub mod dropout;
 pub mod lora;
 pub mod rmsnorm;
 pub mod rope;

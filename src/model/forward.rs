@@ -2,9 +2,11 @@
 //! cache, residual, RMSNorm, SwiGLU MLP, residual), final norm, lm_head in vocab chunks.
 
 use crate::gpu::{Batch, Buffer, Gpu};
-use crate::kernels::{attention, matmul, rmsnorm, rope};
+use crate::adapter::Target;
+use crate::kernels::lora::{lora_forward, View};
+use crate::kernels::{attention, matmul, rmsnorm, rope, swiglu};
 
-use super::{Arch, Config, Model, ModelError};
+use super::{Arch, Config, LoraWeights, Model, ModelError};
 
 /// Past keys and values of every layer, f32 [capacity, kv_dim] each.
 pub struct KvCache {
@@ -44,6 +46,7 @@ impl KvCache {
 
 /// Scratch activations for one call over `tokens` positions.
 struct Activations {
+    tokens: u32,
     x: Buffer,
     xn: Buffer,
     q: Buffer,
@@ -54,17 +57,23 @@ struct Activations {
     lse: Buffer,
     ids: Buffer,
     pos: Buffer,
+    /// `x · Aᵀ` of the attached adapter, [tokens, rank].
+    lora_u: Option<Buffer>,
+    /// The up projection before gating, when an adapter must add to it first.
+    up: Option<Buffer>,
 }
 
 impl Activations {
-    fn into_buffers(self) -> [Buffer; 10] {
+    fn into_buffers(self) -> impl Iterator<Item = Buffer> {
         let a = self;
-        [a.x, a.xn, a.q, a.att, a.gate, a.act, a.rstd, a.lse, a.ids, a.pos]
+        [a.x, a.xn, a.q, a.att, a.gate, a.act, a.rstd, a.lse, a.ids, a.pos].into_iter().chain(a.lora_u).chain(a.up)
     }
 
-    fn new(gpu: &Gpu, c: &Config, t: usize) -> Result<Activations, ModelError> {
+    fn new(gpu: &Gpu, c: &Config, t: usize, adapter: Option<&LoraWeights>) -> Result<Activations, ModelError> {
         let f = |label: &str, n: usize| gpu.scratch(label, (n * 4) as u64);
+        let lora_up = adapter.is_some_and(|a| a.config.targets.contains(&Target::Up));
         Ok(Activations {
+            tokens: t as u32,
             x: f("x", t * c.hidden)?,
             xn: f("xn", t * c.hidden)?,
             q: f("q", t * c.q_dim())?,
@@ -75,12 +84,14 @@ impl Activations {
             lse: f("lse", t * c.n_heads)?,
             ids: f("ids", t)?,
             pos: f("pos", t)?,
+            lora_u: adapter.map(|a| f("lora_u", t * a.config.rank)).transpose()?,
+            up: if lora_up { Some(f("up", t * c.ffn)?) } else { None },
         })
     }
 }
 
 impl Model {
-    fn rope_style(&self) -> rope::RopeStyle {
+    pub(crate) fn rope_style(&self) -> rope::RopeStyle {
         match self.config.arch {
             Arch::Llama => rope::RopeStyle::Interleaved,
             Arch::Qwen2 => rope::RopeStyle::Neox,
@@ -104,7 +115,7 @@ impl Model {
         if past + t > cache.capacity {
             return Err(ModelError::ContextFull { tokens: t, used: past, capacity: cache.capacity });
         }
-        let a = Activations::new(gpu, c, t)?;
+        let a = Activations::new(gpu, c, t, self.adapter.as_ref())?;
         let positions: Vec<u32> = (past..past + t).map(|p| p as u32).collect();
         gpu.write(&a.ids, 0, bytemuck::cast_slice(tokens))?;
         gpu.write(&a.pos, 0, bytemuck::cast_slice(&positions))?;
@@ -116,11 +127,15 @@ impl Model {
             // loads measured slower per projection on llvmpipe than the dispatch it saves.
             rmsnorm::rmsnorm_forward(batch, &a.x, &l.attn_norm, &a.xn, &a.rstd, tt, d, c.rms_eps).await?;
             matmul::matmul(batch, &a.xn, &l.wq, l.bq.as_ref(), &a.q, tt).await?;
+            self.adapt(batch, &a, i, Target::Q, &a.xn, (&a.q).into()).await?;
             // Keys and values go straight into their cache rows; RoPE turns q and the
             // new keys in one dispatch.
+            let row = (past * c.kv_dim()) as u32;
             matmul::matmul_at(batch, &a.xn, &l.wk, l.bk.as_ref(), &cache.k[i], past as u32, tt).await?;
+            self.adapt(batch, &a, i, Target::K, &a.xn, View::at(&cache.k[i], row)).await?;
             matmul::matmul_at(batch, &a.xn, &l.wv, l.bv.as_ref(), &cache.v[i], past as u32, tt).await?;
-            let keys = rope::KeyRows { heads: c.n_kv_heads as u32, offset: (past * c.kv_dim()) as u32 };
+            self.adapt(batch, &a, i, Target::V, &a.xn, View::at(&cache.v[i], row)).await?;
+            let keys = rope::KeyRows { heads: c.n_kv_heads as u32, offset: row };
             rope::rope_forward_qk(batch, &a.q, &cache.k[i], keys, &a.pos, &self.inv_freq, tt, c.n_heads as u32, c.head_dim as u32, self.rope_style())
                 .await?;
             attention::attention_forward(
@@ -140,15 +155,37 @@ impl Model {
             )
             .await?;
             matmul::matmul_add(batch, &a.att, &l.wo, None, &a.x, tt).await?;
+            self.adapt(batch, &a, i, Target::O, &a.att, (&a.x).into()).await?;
             rmsnorm::rmsnorm_forward(batch, &a.x, &l.ffn_norm, &a.xn, &a.rstd, tt, d, c.rms_eps).await?;
             matmul::matmul(batch, &a.xn, &l.gate, None, &a.gate, tt).await?;
-            // act = silu(gate) · up, the gating in the up projection's epilogue.
-            matmul::matmul_swiglu(batch, &a.xn, &l.up, &a.gate, &a.act, tt).await?;
+            self.adapt(batch, &a, i, Target::Gate, &a.xn, (&a.gate).into()).await?;
+            match &a.up {
+                // The adapter adds to the up projection before the gating.
+                Some(up) => {
+                    matmul::matmul(batch, &a.xn, &l.up, None, up, tt).await?;
+                    self.adapt(batch, &a, i, Target::Up, &a.xn, up.into()).await?;
+                    swiglu::swiglu_forward(batch, &a.gate, up, &a.act, tt * c.ffn as u32).await?;
+                }
+                // act = silu(gate) · up, the gating in the up projection's epilogue.
+                None => matmul::matmul_swiglu(batch, &a.xn, &l.up, &a.gate, &a.act, tt).await?,
+            }
             matmul::matmul_add(batch, &a.act, &l.down, None, &a.x, tt).await?;
+            self.adapt(batch, &a, i, Target::Down, &a.act, (&a.x).into()).await?;
         }
         rmsnorm::rmsnorm_forward(batch, &a.x, &self.output_norm, &a.xn, &a.rstd, tt, d, c.rms_eps).await?;
         cache.len = past + t;
         Ok(a)
+    }
+
+    /// Adds the attached adapter's `scale · (x Aᵀ) Bᵀ` for (layer, target) onto `y`.
+    async fn adapt(&self, batch: &mut Batch<'_>, a: &Activations, layer: usize, target: Target, x: &Buffer, y: View<'_>) -> Result<(), ModelError> {
+        let (Some(lora), Some(u)) = (&self.adapter, &a.lora_u) else {
+            return Ok(());
+        };
+        if let Some(slot) = lora.slot(layer, target) {
+            lora_forward(batch, x, lora.a(slot), lora.b(slot), u, y, lora.shape(slot, a.tokens)).await?;
+        }
+        Ok(())
     }
 
     /// Vocabulary rows per lm_head dispatch so that [tokens, chunk] logits stay within

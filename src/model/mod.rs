@@ -4,11 +4,13 @@
 mod config;
 mod forward;
 mod generate;
+mod lora;
 mod weights;
 
 pub use config::{Arch, Config};
 pub use forward::KvCache;
 pub use generate::{GenerateOptions, Generator, StopReason};
+pub use lora::LoraWeights;
 pub use weights::Model;
 
 use crate::gguf::GgufError;

@@ -9,7 +9,7 @@ use crate::kernels::rope;
 use super::{Config, ModelError};
 
 /// One transformer block's weights.
-pub(super) struct Layer {
+pub(crate) struct Layer {
     pub attn_norm: Buffer,
     pub wq: Weight,
     pub wk: Weight,
@@ -27,13 +27,15 @@ pub(super) struct Layer {
 /// A model resident on the GPU.
 pub struct Model {
     pub config: Config,
-    pub(super) embed: Weight,
+    pub(crate) embed: Weight,
     /// `None` when tied to `embed`.
-    pub(super) output: Option<Weight>,
-    pub(super) output_norm: Buffer,
+    pub(crate) output: Option<Weight>,
+    pub(crate) output_norm: Buffer,
     /// RoPE inverse frequencies per pair, with scaling folded in.
-    pub(super) inv_freq: Buffer,
-    pub(super) layers: Vec<Layer>,
+    pub(crate) inv_freq: Buffer,
+    pub(crate) layers: Vec<Layer>,
+    /// A LoRA adapter applied on top of the frozen weights.
+    pub(crate) adapter: Option<super::LoraWeights>,
 }
 
 impl Model {
@@ -89,11 +91,22 @@ impl Model {
             inv_freq: gpu.upload("rope.inv_freq", bytemuck::cast_slice(&inv_freq))?,
             layers,
             config,
+            adapter: None,
         })
     }
 
+    /// Applies `adapter` to every later forward pass (None: the base model again);
+    /// returns the one it replaces.
+    pub fn attach(&mut self, adapter: Option<super::LoraWeights>) -> Option<super::LoraWeights> {
+        std::mem::replace(&mut self.adapter, adapter)
+    }
+
+    pub fn adapter(&self) -> Option<&super::LoraWeights> {
+        self.adapter.as_ref()
+    }
+
     /// The output projection (the embedding matrix when tied).
-    pub(super) fn lm_head(&self) -> &Weight {
+    pub(crate) fn lm_head(&self) -> &Weight {
         self.output.as_ref().unwrap_or(&self.embed)
     }
 

@@ -5,15 +5,18 @@
 //! W [N, K] in its GGML type ([`Weight`]); [`matmul_add`] accumulates instead,
 //! y[t, n] += …, so a residual add needs no dispatch of its own.
 //! Embedding: out[t, :] = W[ids[t], :].
-//! No backward here: base weights are frozen, and dx = dy · W is the LoRA module's job.
+//! Backward: only for the input, dx (+)= dy · W ([`matmul_input_grad`]: input_grad.rs,
+//! shaders/matmul_grad.wgsl); the base weights are frozen, so there is no dW.
 
 mod cpu;
+mod input_grad;
 mod weight;
 
 use std::ops::Range;
 use std::sync::OnceLock;
 
-pub use cpu::{embedding_cpu, matmul_cpu};
+pub use cpu::{embedding_cpu, matmul_cpu, matmul_input_grad_cpu};
+pub use input_grad::{matmul_input_grad, matmul_input_grad_with, InputGradKernel};
 pub use weight::{gpu_block_bytes, gpu_row_bytes, Weight};
 
 use crate::gguf::GgmlType;

@@ -1,0 +1,285 @@
+//! Input gradient of the matmul on frozen, quantized weights (QLoRA: W stays in its GGML
+//! type on the GPU and the shader dequantizes; there is no dW):
+//!
+//!   dx[t, k] (+)= Σ_{n ∈ rows} dy[t · dy_stride + (n − rows.start)] · W[n, k]
+//!
+//! For a projection y = x · Wᵀ that is dx = dy · W with rows 0..N; for the lm_head it runs
+//! once per vocabulary chunk, dy being that chunk's logit gradients, accumulating.
+//! Kernels in shaders/matmul_grad.wgsl, which also explains the two ways of reading dy
+//! ([`InputGradKernel`]).
+
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use super::{format_id, Weight, SOURCE};
+use crate::gpu::{batch::grid, Batch, Buffer, GpuError, Kernel};
+
+const NAME: &str = "matmul_input_grad";
+const GRAD_SOURCE: &str = include_str!("../../../shaders/matmul_grad.wgsl");
+
+/// Tokens per tile (the hand-written accumulators of the shader).
+const TILE_TOKENS: u32 = 16;
+
+/// Columns per lane: one `dequant8`.
+const LANE_COLS: u32 = 8;
+
+/// Bytes of the uniform dy window (`dyw` in the shader): WebGPU's default limit.
+const WINDOW_BYTES: u64 = 64 << 10;
+
+/// Rows of one token tile a window holds (16 f32 each).
+const WINDOW_ROWS: usize = (WINDOW_BYTES / (4 * TILE_TOKENS as u64)) as usize;
+
+/// Bytes of one packed row of a token tile; 4 rows are the 256-byte offset alignment.
+const PACKED_ROW_BYTES: u64 = 4 * TILE_TOKENS as u64;
+
+/// Bytes of packed dy per pack dispatch (the uniform kernel packs and walks the rows in
+/// pieces of this size, so its scratch buffer stays small: 4096 rows at 256 tokens).
+const PACK_BYTES: u64 = 4 << 20;
+
+/// Rows one storage-path dispatch walks. Every 4 rows are one loop iteration of every
+/// invocation, and llvmpipe silently leaves all loops of an invocation after 65,535
+/// iterations in all, so longer ranges are split into dispatches that accumulate.
+const DISPATCH_ROWS: usize = 32_768;
+
+/// Mirrors `Params` in shaders/matmul_grad.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    tokens: u32,
+    rows: u32,
+    cols: u32,
+    row0: u32,
+    row_words: u32,
+    dy_stride: u32,
+    dy_col: u32,
+    tile0: u32,
+    tiles: u32,
+    tile_rows: u32,
+    /// 0: dx = result, 1: dx += result.
+    epilogue: u32,
+    _pad: u32,
+}
+
+/// How the kernel reads dy; both give the same values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InputGradKernel {
+    /// dy packed into token tiles, then read through 64 KiB uniform windows, one dispatch
+    /// per window (up to 1024 rows of 16 tokens): uniform loads are what a CPU device
+    /// (llvmpipe) loads once for all lanes. Needs a dy-sized scratch buffer.
+    Uniform,
+    /// dy read in place from storage, one dispatch per weight chunk: for GPUs.
+    Storage,
+}
+
+impl InputGradKernel {
+    /// The faster kernel for this device.
+    pub fn choose(batch: &Batch<'_>) -> InputGradKernel {
+        if batch.gpu().info().device_type == wgpu::DeviceType::Cpu && uniform_windows(batch) {
+            InputGradKernel::Uniform
+        } else {
+            InputGradKernel::Storage
+        }
+    }
+
+    fn kernel(self, ty: crate::gguf::GgmlType, lanes: u32, entry: &'static str) -> Kernel {
+        Kernel::new("matmul_grad", module(self), entry).with("FMT", format!("{}u", format_id(ty))).with("WG", format!("{lanes}u"))
+    }
+}
+
+/// Whether the device binds a 64 KiB uniform window at the 256-byte offsets we use.
+fn uniform_windows(batch: &Batch<'_>) -> bool {
+    let limits = batch.gpu().limits();
+    limits.max_uniform_buffer_binding_size >= WINDOW_BYTES && 256 % limits.min_uniform_buffer_offset_alignment == 0
+}
+
+/// matmul_grad.wgsl holds two modules that share its middle (see there), each followed
+/// by matmul.wgsl's `W8` and `dequant8`.
+fn module(kernel: InputGradKernel) -> &'static str {
+    static MODULES: OnceLock<[String; 2]> = OnceLock::new();
+    let modules = MODULES.get_or_init(|| {
+        let dequant_start = SOURCE.find("// ---- dequant").unwrap_or(0);
+        let dequant_end = SOURCE.find("// ---- end dequant").unwrap_or(SOURCE.len());
+        let dequant = &SOURCE[dequant_start..dequant_end];
+        let storage_at = GRAD_SOURCE.find("// ---- storage dy").unwrap_or(GRAD_SOURCE.len());
+        let shared_at = GRAD_SOURCE.find("// ---- shared: both modules").unwrap_or(0);
+        [format!("{}\n{dequant}", &GRAD_SOURCE[..storage_at]), format!("{}\n{dequant}", &GRAD_SOURCE[shared_at..])]
+    });
+    &modules[(kernel == InputGradKernel::Storage) as usize]
+}
+
+/// Lanes per workgroup (8 columns each) for `cols` columns. The uniform kernel is the CPU
+/// one: 8, one SIMD row of llvmpipe (K = 576 is then 9 workgroups per token tile, enough
+/// to keep its threads busy). The storage kernel is the GPU one: 64, or 32 where that
+/// leaves fewer lanes idle (K = 576: 3 × 32 lanes for 72 instead of 2 × 64).
+fn lanes(kernel: InputGradKernel, cols: u32) -> u32 {
+    let octets = cols / LANE_COLS;
+    let idle = |l: u32| octets.div_ceil(l) * l - octets;
+    match kernel {
+        InputGradKernel::Uniform => 8,
+        InputGradKernel::Storage if idle(32) < idle(64) => 32,
+        InputGradKernel::Storage => 64,
+    }
+}
+
+/// dx[t, k] (+)= Σ_{n ∈ rows} dy[t · dy_stride + (n − rows.start)] · W[n, k] for t <
+/// tokens, k < K: dy f32 [tokens, dy_stride] (its first rows.len() columns used), dx f32
+/// [tokens, K]. `accumulate` adds onto dx, else overwrites it (an empty `rows` then
+/// zeroes it). `rows` may span the weight's row chunks.
+#[allow(clippy::too_many_arguments)] // the row range and dy stride are the point of it
+pub async fn matmul_input_grad(
+    batch: &mut Batch<'_>,
+    dy: &Buffer,
+    dy_stride: u32,
+    w: &Weight,
+    rows: Range<usize>,
+    dx: &Buffer,
+    tokens: u32,
+    accumulate: bool,
+) -> Result<(), GpuError> {
+    let kernel = InputGradKernel::choose(batch);
+    matmul_input_grad_with(batch, kernel, dy, dy_stride, w, rows, dx, tokens, accumulate).await
+}
+
+/// [`matmul_input_grad`] with an explicit kernel (tests and benches force each).
+#[allow(clippy::too_many_arguments)]
+pub async fn matmul_input_grad_with(
+    batch: &mut Batch<'_>,
+    kernel: InputGradKernel,
+    dy: &Buffer,
+    dy_stride: u32,
+    w: &Weight,
+    rows: Range<usize>,
+    dx: &Buffer,
+    tokens: u32,
+    accumulate: bool,
+) -> Result<(), GpuError> {
+    let (k, t) = (w.cols() as u64, tokens as u64);
+    if tokens == 0 {
+        return Ok(());
+    }
+    if k % LANE_COLS as u64 != 0 {
+        return Err(GpuError::shape(NAME, format!("cols {k} must be a multiple of {LANE_COLS}")));
+    }
+    if rows.start > rows.end || rows.end > w.rows() {
+        return Err(GpuError::shape(NAME, format!("rows {rows:?} outside the weight's {} rows", w.rows())));
+    }
+    if (dy_stride as usize) < rows.len() {
+        return Err(GpuError::shape(NAME, format!("dy_stride {dy_stride} < {} rows", rows.len())));
+    }
+    let dy_needed = (t - 1) * dy_stride as u64 + rows.len() as u64;
+    if dy_needed > u32::MAX as u64 || t * k > u32::MAX as u64 {
+        return Err(GpuError::shape(NAME, format!("dy ({dy_needed} values) or dx ({t}×{k}) beyond u32 indexing")));
+    }
+    if !rows.is_empty() && dy.size() < 4 * dy_needed {
+        return Err(GpuError::shape(NAME, format!("dy `{}` holds {} bytes, needs {}", dy.label(), dy.size(), 4 * dy_needed)));
+    }
+    if dx.size() < 4 * t * k {
+        return Err(GpuError::shape(NAME, format!("dx `{}` holds {} bytes, needs {tokens}×{k} f32", dx.label(), dx.size())));
+    }
+    if kernel == InputGradKernel::Uniform && !uniform_windows(batch) {
+        return Err(GpuError::shape(NAME, "the uniform kernel needs 64 KiB uniform bindings at 256-byte offsets"));
+    }
+    crate::kernels::ensure_distinct(NAME, &[("dy", dy), ("dx", dx)])?;
+    let Some(first_chunk) = w.chunks.first() else {
+        return Err(GpuError::shape(NAME, "the weight has no row chunks"));
+    };
+    let token_tiles = tokens.div_ceil(TILE_TOKENS);
+    let base =
+        Params { tokens, cols: k as u32, row_words: w.row_words() as u32, dy_stride, tiles: token_tiles, epilogue: accumulate as u32, ..Params::default() };
+    if rows.is_empty() {
+        if !accumulate {
+            // Σ over no rows: every tile walks none and writes zeros.
+            let lanes = lanes(InputGradKernel::Storage, k as u32);
+            let pipeline = batch.gpu().pipeline(&InputGradKernel::Storage.kernel(w.ty(), lanes, NAME)).await?;
+            let groups = grid(token_tiles * (k as u32 / LANE_COLS).div_ceil(lanes));
+            batch.dispatch(&pipeline, &base, &[dy.into(), dx.into(), (&first_chunk.buffer).into()], groups)?;
+        }
+        return Ok(());
+    }
+    let lanes = lanes(kernel, k as u32);
+    let col_groups = (k as u32 / LANE_COLS).div_ceil(lanes);
+    let pipeline = batch.gpu().pipeline(&kernel.kernel(w.ty(), lanes, NAME)).await?;
+    // The first dispatch of each token tile overwrites dx unless accumulating; each
+    // kernel below gives every tile its first dispatch in its first window or piece.
+    let mut first = !accumulate;
+    if kernel == InputGradKernel::Storage {
+        for chunk in &w.chunks {
+            let (lo, hi) = (rows.start.max(chunk.row0), rows.end.min(chunk.row0 + chunk.rows));
+            for start in (lo..hi).step_by(DISPATCH_ROWS) {
+                let params = Params {
+                    rows: DISPATCH_ROWS.min(hi - start) as u32,
+                    row0: (start - chunk.row0) as u32,
+                    dy_col: (start - rows.start) as u32,
+                    epilogue: !first as u32,
+                    ..base
+                };
+                first = false;
+                let groups = grid(token_tiles * col_groups);
+                batch.dispatch(&pipeline, &params, &[dy.into(), dx.into(), (&chunk.buffer).into()], groups)?;
+            }
+        }
+        return Ok(());
+    }
+    // Uniform: pack a piece of rows (PACK_BYTES, at least 4 rows, at most one binding),
+    // walk it window by window, and reuse the buffer for the next piece.
+    let tile_bytes = token_tiles as u64 * PACKED_ROW_BYTES;
+    let limit = batch.gpu().limits().max_storage_buffer_binding_size.saturating_sub(WINDOW_BYTES);
+    let pack_rows = (PACK_BYTES.max(4 * tile_bytes).min(limit) / tile_bytes) as usize & !3;
+    if pack_rows == 0 {
+        return Err(GpuError::shape(NAME, format!("{tokens} tokens do not fit a packed row in one binding")));
+    }
+    let padded = rows.len().min(pack_rows).next_multiple_of(4);
+    let packed = batch.gpu().scratch("matmul_input_grad.dy", padded as u64 * tile_bytes + WINDOW_BYTES)?;
+    // The pack entry point lives in the storage module (its WG is unused there).
+    let pack = batch.gpu().pipeline(&InputGradKernel::Storage.kernel(w.ty(), lanes, "matmul_input_grad_pack")).await?;
+    for s in (rows.start..rows.end).step_by(pack_rows) {
+        let e = rows.end.min(s + pack_rows);
+        let tile_rows = (e - s).next_multiple_of(4);
+        let params = Params { rows: (e - s) as u32, dy_col: (s - rows.start) as u32, tile_rows: tile_rows as u32, ..base };
+        let groups = grid((token_tiles * tile_rows as u32 * TILE_TOKENS).div_ceil(64));
+        batch.dispatch(&pack, &params, &[dy.into(), (&packed).into()], groups)?;
+        for chunk in &w.chunks {
+            let (lo, hi) = (s.max(chunk.row0), e.min(chunk.row0 + chunk.rows));
+            if lo >= hi {
+                continue;
+            }
+            // Several whole tiles per window when they fit and this chunk holds them all.
+            let tiles_per = if lo == s && hi == e { (WINDOW_ROWS / tile_rows).max(1) as u32 } else { 1 };
+            let mut at = lo;
+            while at < hi {
+                // Windows start on 4 rows (256 bytes); the first row may sit 1–3 rows in.
+                let aligned = (at - s) & !3;
+                let inset = at - s - aligned;
+                let count = (WINDOW_ROWS - inset).min(hi - at);
+                for tile0 in (0..token_tiles).step_by(tiles_per as usize) {
+                    let tiles = tiles_per.min(token_tiles - tile0);
+                    let params = Params {
+                        rows: count as u32,
+                        row0: (at - chunk.row0) as u32,
+                        dy_col: inset as u32,
+                        tile0,
+                        tiles,
+                        tile_rows: tile_rows as u32,
+                        epilogue: !first as u32,
+                        ..base
+                    };
+                    let offset = (tile0 as u64 * tile_rows as u64 + aligned as u64) * PACKED_ROW_BYTES;
+                    let window = packed.range(offset, WINDOW_BYTES);
+                    batch.dispatch(&pipeline, &params, &[window, dx.into(), (&chunk.buffer).into()], grid(tiles * col_groups))?;
+                }
+                first = false;
+                at += count;
+            }
+        }
+    }
+    batch.retain([packed]);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn params_mirror_the_shader() {
+        assert_eq!(super::super::super::wgsl_struct_bytes(super::GRAD_SOURCE, "Params"), Some(std::mem::size_of::<super::Params>()));
+    }
+}

@@ -1,0 +1,246 @@
+//! LoRA fine-tuning on the GPU: the trainable weights ([`LoraWeights`]), one
+//! sequence's forward and backward (`graph`), the optimizer step ([`Trainer`]), the
+//! learning-rate [`Schedule`] and the loop over a dataset ([`run`]).
+
+mod graph;
+pub mod run;
+mod schedule;
+
+pub use schedule::{Decay, Schedule};
+
+use crate::gpu::{Buffer, Gpu, GpuError};
+use crate::kernels::adamw::{self, AdamW, AdamWBuffers, AdamWStep, Clip};
+use crate::model::{LoraWeights, Model, ModelError};
+
+use graph::{Pass, Workspace};
+
+/// Errors of a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("bad training configuration: {0}")]
+    Config(String),
+    #[error("nothing to train on: {0}")]
+    EmptyData(String),
+    #[error("sequence of {tokens} tokens is longer than the {max}-token workspace")]
+    TooLong { tokens: usize, max: usize },
+    #[error("the loss became {value} at step {step}; the weights are kept as they were after step {last_good}")]
+    NonFinite { step: usize, value: f64, last_good: usize },
+}
+
+/// One training sequence: token ids and the per-token loss mask (1 where the token is
+/// a target the model learns to predict, as `data::Example::loss_mask`).
+#[derive(Debug, Clone, Copy)]
+pub struct Sequence<'a> {
+    pub ids: &'a [u32],
+    pub mask: &'a [u8],
+}
+
+impl Sequence<'_> {
+    /// Tokens the loss is computed on (the first token is never predicted).
+    pub fn targets(&self) -> usize {
+        self.mask.iter().skip(1).filter(|&&m| m != 0).count()
+    }
+}
+
+/// Optimizer settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerOptions {
+    pub schedule: Schedule,
+    pub adamw: AdamW,
+    /// Global gradient-norm clipping (0 turns it off).
+    pub max_grad_norm: f32,
+    /// Seeds the LoRA dropout masks (a function of this, the step and the sequence).
+    pub seed: u64,
+}
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct StepStats {
+    /// 1-based, as AdamW counts.
+    pub step: usize,
+    /// Mean cross-entropy over the step's target tokens, before the update.
+    pub loss: f64,
+    pub lr: f32,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Input tokens the step processed.
+    pub tokens: usize,
+    /// Of those, tokens the loss was computed on.
+    pub targets: usize,
+}
+
+/// The optimizer state around [`LoraWeights`] and the buffers of its passes.
+pub struct Trainer<'m> {
+    model: &'m Model,
+    lora: LoraWeights,
+    ws: Workspace,
+    options: OptimizerOptions,
+    /// Optimizer steps taken.
+    step: usize,
+    norm_sq: Buffer,
+}
+
+impl<'m> Trainer<'m> {
+    /// `max_tokens`: the longest sequence it will see; `recompute`: keep only layer
+    /// inputs and run each layer's forward again in the backward (less memory).
+    pub fn new(
+        gpu: &Gpu,
+        model: &'m Model,
+        mut lora: LoraWeights,
+        options: OptimizerOptions,
+        max_tokens: usize,
+        recompute: bool,
+    ) -> Result<Trainer<'m>, TrainError> {
+        if max_tokens > model.config.context {
+            return Err(TrainError::Config(format!(
+                "sequence length {max_tokens} exceeds the model's context of {}",
+                model.config.context
+            )));
+        }
+        lora.optimizer(gpu)?;
+        let ws = Workspace::new(gpu, model, &lora, max_tokens, recompute)?;
+        let norm_sq = gpu.buffer("train.norm_sq", 4)?;
+        Ok(Trainer { model, lora, ws, options, step: 0, norm_sq })
+    }
+
+    pub fn lora(&self) -> &LoraWeights {
+        &self.lora
+    }
+
+    pub fn into_lora(self) -> LoraWeights {
+        self.lora
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    /// Continues a run after `steps` optimizer steps (the schedule and bias correction
+    /// pick up from there).
+    pub fn set_steps_done(&mut self, steps: usize) {
+        self.step = steps;
+    }
+
+    /// `dropout`: the sequence's index in the step, for a training pass (masks differ
+    /// per step and sequence); None for evaluation.
+    fn pass(&self, seq: &Sequence<'_>, dropout: Option<usize>) -> Result<Pass<'_>, TrainError> {
+        let tokens = seq.ids.len();
+        if tokens > self.ws.max_tokens() {
+            return Err(TrainError::TooLong { tokens, max: self.ws.max_tokens() });
+        }
+        if seq.mask.len() != tokens {
+            return Err(TrainError::Config(format!("{tokens} tokens but {} mask values", seq.mask.len())));
+        }
+        let dropout_seed = dropout.map(|i| {
+            let key = self.options.seed ^ ((self.step as u64) << 20) ^ i as u64;
+            (key ^ (key >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) as u32
+        });
+        Ok(Pass { model: self.model, lora: &self.lora, ws: &self.ws, tokens, dropout_seed })
+    }
+
+    /// Forward and backward of every sequence, adding `d(mean loss)/dθ` onto the
+    /// gradients, the mean taken over the target tokens of all `seqs` and `total`
+    /// more (other micro-batches of the same step). Returns the summed loss.
+    pub async fn accumulate(&self, gpu: &Gpu, seqs: &[Sequence<'_>], total: usize) -> Result<f64, TrainError> {
+        let sums = gpu.buffer("train.sums", (seqs.len().max(1) * 4) as u64)?;
+        let mut any = false;
+        for (i, seq) in seqs.iter().enumerate() {
+            let here = seq.targets();
+            if here == 0 {
+                continue;
+            }
+            let pass = self.pass(seq, Some(i))?;
+            pass.upload(gpu, seq.ids, seq.mask)?;
+            let mut batch = gpu.batch();
+            pass.forward(&mut batch).await?;
+            pass.loss(&mut batch).await?;
+            batch.copy(self.ws.totals(), 0, &sums, (4 * i) as u64, 4)?;
+            pass.backward(&mut batch, (here as f64 / total as f64) as f32).await?;
+            batch.submit()?;
+            any = true;
+        }
+        if !any {
+            return Ok(0.0);
+        }
+        let sums = gpu.read_f32_prefix(&sums, seqs.len()).await?;
+        Ok(sums.iter().zip(seqs).filter(|(_, s)| s.targets() > 0).map(|(&v, _)| v as f64).sum())
+    }
+
+    /// One optimizer step over `seqs` (the whole batch, gradient-accumulation
+    /// micro-batches included): the mean loss over all their target tokens.
+    pub async fn step(&mut self, gpu: &Gpu, seqs: &[Sequence<'_>]) -> Result<StepStats, TrainError> {
+        let targets: usize = seqs.iter().map(Sequence::targets).sum();
+        if targets == 0 {
+            return Err(TrainError::EmptyData(format!(
+                "the step's {} sequences have no target tokens (all masked or single tokens)",
+                seqs.len()
+            )));
+        }
+        let loss_sum = self.accumulate(gpu, seqs, targets).await?;
+        let loss = loss_sum / targets as f64;
+        let n = self.lora.len() as u32;
+        let state = self
+            .lora
+            .optimizer_state()
+            .ok_or_else(|| TrainError::Config("the adapter has no optimizer state".into()))?;
+        let mut batch = gpu.batch();
+        adamw::grad_norm_sq(&mut batch, &state.grads, &self.norm_sq, n, false).await?;
+        batch.submit()?;
+        let norm_sq = gpu.read_f32_prefix(&self.norm_sq, 1).await?[0] as f64;
+        let step = self.step + 1;
+        if !loss.is_finite() || !norm_sq.is_finite() {
+            let zeros = vec![0u8; n as usize * 4];
+            gpu.write(&state.grads, 0, &zeros)?;
+            let value = if loss.is_finite() { norm_sq.sqrt() } else { loss };
+            return Err(TrainError::NonFinite { step, value, last_good: self.step });
+        }
+        let lr = self.options.schedule.lr(self.step);
+        let clip = (self.options.max_grad_norm > 0.0)
+            .then_some(Clip { norm_sq: &self.norm_sq, max_norm: self.options.max_grad_norm });
+        let buffers = AdamWBuffers { param: &self.lora.params, grad: &state.grads, m: &state.m, v: &state.v };
+        let mut batch = gpu.batch();
+        let update = AdamWStep { step: step as u32, lr, zero_grad: true };
+        adamw::adamw_step(&mut batch, buffers, clip, n, &self.options.adamw, &update).await?;
+        batch.submit()?;
+        self.step = step;
+        Ok(StepStats {
+            step,
+            loss,
+            lr,
+            grad_norm: norm_sq.sqrt(),
+            tokens: seqs.iter().map(|s| s.ids.len()).sum(),
+            targets,
+        })
+    }
+
+    /// Mean loss over the target tokens of `seqs` with the current weights (no
+    /// gradients): the validation loss. `None` when they have no target tokens.
+    pub async fn evaluate(&self, gpu: &Gpu, seqs: &[Sequence<'_>]) -> Result<Option<f64>, TrainError> {
+        let sums = gpu.buffer("eval.sums", (seqs.len().max(1) * 4) as u64)?;
+        let mut targets = 0;
+        for (i, seq) in seqs.iter().enumerate() {
+            if seq.targets() == 0 {
+                continue;
+            }
+            targets += seq.targets();
+            let pass = self.pass(seq, None)?;
+            pass.upload(gpu, seq.ids, seq.mask)?;
+            let mut batch = gpu.batch();
+            pass.forward(&mut batch).await?;
+            pass.loss(&mut batch).await?;
+            batch.copy(self.ws.totals(), 0, &sums, (4 * i) as u64, 4)?;
+            batch.submit()?;
+        }
+        if targets == 0 {
+            return Ok(None);
+        }
+        let sums = gpu.read_f32_prefix(&sums, seqs.len()).await?;
+        let total: f64 = sums.iter().zip(seqs).filter(|(_, s)| s.targets() > 0).map(|(&v, _)| v as f64).sum();
+        Ok(Some(total / targets as f64))
+    }
+}

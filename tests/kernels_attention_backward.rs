@@ -1,0 +1,290 @@
+//! Causal GQA attention backward: the CPU reference against finite differences of an
+//! f64 forward; the GPU against the CPU reference at odd shapes (1 to 130 queries, a
+//! cache prefix, groups 1 to 7, head dims 16 to 80), at SmolLM2's heads with 256
+//! queries, sampled at 1024 queries, and on spans the loop budget splits into several
+//! dispatches.
+
+mod gradcheck;
+
+use classtune::gpu::{Gpu, GpuError, GpuOptions};
+use classtune::kernels::attention::{
+    attention_backward, attention_backward_cpu, attention_forward, backward_loop_estimate, AttentionShape, LOOP_BUDGET,
+};
+use gradcheck::{assert_close, dot, finite_diff, random, to_f64, upload};
+use rand::{rngs::StdRng, SeedableRng};
+
+fn shape(n_query: u32, past_len: u32, n_head: u32, n_kv_head: u32, head_dim: u32) -> AttentionShape {
+    AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim }
+}
+
+/// Attention forward in f64, `out` [n_query, n_head, head_dim] from q and K/V rows
+/// `0 .. past_len + n_query`: what finite differences must see.
+fn attention_f64(q: &[f64], k: &[f64], v: &[f64], s: AttentionShape) -> Vec<f64> {
+    let (t_n, hq, hkv, hd) = (s.n_query as usize, s.n_head as usize, s.n_kv_head as usize, s.head_dim as usize);
+    let scale = 1.0 / (hd as f64).sqrt();
+    let mut out = vec![0.0; t_n * hq * hd];
+    for t in 0..t_n {
+        for h in 0..hq {
+            let hk = h / (hq / hkv);
+            let row = (t * hq + h) * hd;
+            let n_keys = s.past_len as usize + t + 1;
+            let scores: Vec<f64> = (0..n_keys)
+                .map(|j| (0..hd).map(|c| q[row + c] * k[(j * hkv + hk) * hd + c]).sum::<f64>() * scale)
+                .collect();
+            let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = scores.iter().map(|x| (x - m).exp()).sum();
+            for (j, x) in scores.iter().enumerate() {
+                let p = (x - m).exp() / z;
+                for c in 0..hd {
+                    out[row + c] += p * v[(j * hkv + hk) * hd + c];
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn cpu_reference_matches_finite_differences() {
+    let mut rng = StdRng::seed_from_u64(31);
+    // group 2 and 1, a cache prefix, group 3, head dim 16
+    for s in
+        [shape(3, 0, 2, 1, 4), shape(4, 2, 4, 2, 8), shape(2, 3, 3, 3, 4), shape(5, 0, 6, 2, 4), shape(3, 1, 4, 2, 16)]
+    {
+        let keys = (s.past_len + s.n_query) as usize;
+        let (nq, nkv) = ((s.n_query * s.n_head * s.head_dim) as usize, keys * (s.n_kv_head * s.head_dim) as usize);
+        let (q, k, v) =
+            (random(&mut rng, nq, -1.5, 1.5), random(&mut rng, nkv, -1.5, 1.5), random(&mut rng, nkv, -1.0, 1.0));
+        let dout = random(&mut rng, nq, -1.0, 1.0);
+        let (dq, dk, dv) = attention_backward_cpu(&q, &k, &v, &dout, s);
+        let (qd, kd, vd) = (to_f64(&q), to_f64(&k), to_f64(&v));
+        let what = format!("{s:?}");
+        let fd = finite_diff(&qd, 1e-6, |x| dot(&dout, &attention_f64(x, &kd, &vd, s)));
+        assert_close(&format!("{what} dq"), &dq, &fd, 1e-6, 1e-5);
+        let fd = finite_diff(&kd, 1e-6, |x| dot(&dout, &attention_f64(&qd, x, &vd, s)));
+        assert_close(&format!("{what} dk"), &dk, &fd, 1e-6, 1e-5);
+        let fd = finite_diff(&vd, 1e-6, |x| dot(&dout, &attention_f64(&qd, &kd, x, s)));
+        assert_close(&format!("{what} dv"), &dv, &fd, 1e-6, 1e-5);
+    }
+}
+
+/// Inputs of one shape and the GPU's forward and backward of them.
+struct Run {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    dout: Vec<f32>,
+    out: Vec<f32>,
+    lse: Vec<f32>,
+    dq: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+}
+
+/// Runs the GPU forward (whichever path `Auto` takes) and the backward on random inputs.
+/// K/V rows past the used ones are NaN (they must never be read); the gradient buffers
+/// start as NaN (they must be overwritten), and dk/dv rows past the used ones as 7 (they
+/// must be left alone; `run` checks that and drops them).
+async fn run(gpu: &Gpu, rng: &mut StdRng, s: AttentionShape) -> Result<Run, GpuError> {
+    let (t, hq, hkv, hd) = (s.n_query as usize, s.n_head as usize, s.n_kv_head as usize, s.head_dim as usize);
+    let used = (s.past_len as usize + t) * hkv * hd;
+    let cap = used + 3 * hkv * hd;
+    let q = random(rng, t * hq * hd, -1.5, 1.5);
+    let mut k = random(rng, cap, -1.5, 1.5);
+    let mut v = random(rng, cap, -1.0, 1.0);
+    let dout = random(rng, t * hq * hd, -1.0, 1.0);
+    for x in k[used..].iter_mut().chain(v[used..].iter_mut()) {
+        *x = f32::NAN;
+    }
+    let mut grad_init = vec![f32::NAN; cap];
+    grad_init[used..].fill(7.0);
+    let (qb, kb, vb, db) =
+        (upload(gpu, "q", &q)?, upload(gpu, "k", &k)?, upload(gpu, "v", &v)?, upload(gpu, "dout", &dout)?);
+    let ob = gpu.buffer("out", 4 * (t * hq * hd) as u64)?;
+    let lb = gpu.buffer("lse", 4 * (hq * t) as u64)?;
+    let dqb = upload(gpu, "dq", &vec![f32::NAN; t * hq * hd])?;
+    let (dkb, dvb) = (upload(gpu, "dk", &grad_init)?, upload(gpu, "dv", &grad_init)?);
+    let mut batch = gpu.batch();
+    attention_forward(&mut batch, &qb, &kb, &vb, &ob, &lb, s).await?;
+    attention_backward(&mut batch, &qb, &kb, &vb, &ob, &db, &lb, &dqb, &dkb, &dvb, s).await?;
+    batch.submit()?;
+    let out = gpu.read_f32_prefix(&ob, t * hq * hd).await?;
+    let lse = gpu.read_f32_prefix(&lb, hq * t).await?;
+    let dq = gpu.read_f32_prefix(&dqb, t * hq * hd).await?;
+    let (mut dk, mut dv) = (gpu.read_f32_prefix(&dkb, cap).await?, gpu.read_f32_prefix(&dvb, cap).await?);
+    for (name, g) in [("dk", &dk), ("dv", &dv)] {
+        assert!(g[used..].iter().all(|&x| x == 7.0), "{s:?} {name}: rows past the keys were written");
+    }
+    dk.truncate(used);
+    dv.truncate(used);
+    Ok(Run { q, k, v, dout, out, lse, dq, dk, dv })
+}
+
+/// `abs + rel·|want|` with `abs` relative to the largest reference value: single
+/// gradient entries may cancel to near zero where their neighbours are large.
+fn check_grad(what: &str, got: &[f32], want: &[f64]) {
+    let big = want.iter().fold(0.0f64, |m, w| m.max(w.abs()));
+    assert_close(what, got, want, 2e-5 * big + 1e-7, 1e-4);
+}
+
+/// GPU against the full CPU reference.
+async fn check(gpu: &Gpu, rng: &mut StdRng, s: AttentionShape) -> Result<(), GpuError> {
+    let r = run(gpu, rng, s).await?;
+    let (dq, dk, dv) = attention_backward_cpu(&r.q, &r.k, &r.v, &r.dout, s);
+    check_grad(&format!("{s:?} dq"), &r.dq, &to_f64(&dq));
+    check_grad(&format!("{s:?} dk"), &r.dk, &to_f64(&dk));
+    check_grad(&format!("{s:?} dv"), &r.dv, &to_f64(&dv));
+    Ok(())
+}
+
+#[test]
+fn attention_backward_matches_cpu() -> Result<(), GpuError> {
+    pollster::block_on(async {
+        let gpu = gradcheck::gpu().await?;
+        let mut rng = StdRng::seed_from_u64(32);
+        let shapes = [
+            shape(1, 0, 4, 2, 16),
+            shape(17, 0, 4, 2, 16),
+            shape(67, 0, 4, 1, 64),
+            shape(130, 0, 9, 3, 64),
+            shape(130, 0, 4, 2, 16), // two row tiles and three key blocks
+            shape(17, 0, 9, 3, 64),
+            shape(67, 0, 14, 2, 64), // Qwen2.5-0.5B's heads: group 7
+            shape(17, 23, 4, 2, 16), // a cache prefix
+            shape(1, 40, 9, 3, 64),
+            shape(67, 70, 4, 1, 64), // a prefix past one key block
+            shape(9, 0, 2, 2, 72),   // head dim not a multiple of 16: the column remainder
+            shape(33, 5, 6, 2, 80),  // 24 keys per tile
+        ];
+        for s in shapes {
+            check(&gpu, &mut rng, s).await?;
+        }
+        // The browser's forward (no subgroups) writes out and lse by other kernels.
+        let portable = Gpu::new(GpuOptions { subgroups: false }).await?;
+        check(&portable, &mut rng, shape(67, 3, 9, 3, 64)).await
+    })
+}
+
+#[test]
+fn attention_backward_smollm2_prefill() -> Result<(), GpuError> {
+    pollster::block_on(async {
+        let gpu = gradcheck::gpu().await?;
+        let mut rng = StdRng::seed_from_u64(33);
+        check(&gpu, &mut rng, shape(256, 0, 9, 3, 64)).await
+    })
+}
+
+/// References for some rows of dq and some keys of dk, dv, in f64; the key rows take P
+/// and D from the GPU forward's `lse` and `out` (checked by kernels_attention), which
+/// spares recomputing every row's softmax.
+fn check_sampled(s: AttentionShape, r: &Run, query_rows: &[(usize, usize)], key_rows: &[(usize, usize)]) {
+    let (t_n, hq, hkv, hd) = (s.n_query as usize, s.n_head as usize, s.n_kv_head as usize, s.head_dim as usize);
+    let (group, past) = (hq / hkv, s.past_len as usize);
+    let scale = 1.0 / (hd as f64).sqrt();
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum::<f64>();
+    let kv = |j: usize, hk: usize| (j * hkv + hk) * hd..(j * hkv + hk + 1) * hd;
+    for &(t, h) in query_rows {
+        let row = (t * hq + h) * hd..(t * hq + h + 1) * hd;
+        let hk = h / group;
+        let n_keys = past + t + 1;
+        let sc: Vec<f64> = (0..n_keys).map(|j| dot(&r.q[row.clone()], &r.k[kv(j, hk)]) * scale).collect();
+        let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = sc.iter().map(|x| (x - m).exp()).sum();
+        let p: Vec<f64> = sc.iter().map(|x| (x - m).exp() / z).collect();
+        let dp: Vec<f64> = (0..n_keys).map(|j| dot(&r.dout[row.clone()], &r.v[kv(j, hk)])).collect();
+        let d: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+        let mut want = vec![0.0; hd];
+        for j in 0..n_keys {
+            for (c, w) in want.iter_mut().enumerate() {
+                *w += scale * p[j] * (dp[j] - d) * r.k[kv(j, hk)][c] as f64;
+            }
+        }
+        check_grad(&format!("{s:?} dq row (t {t}, h {h})"), &r.dq[row], &want);
+    }
+    for &(j, hk) in key_rows {
+        let (mut dk, mut dv) = (vec![0.0; hd], vec![0.0; hd]);
+        for t in j.saturating_sub(past)..t_n {
+            for h in hk * group..(hk + 1) * group {
+                let row = (t * hq + h) * hd..(t * hq + h + 1) * hd;
+                let p = (dot(&r.q[row.clone()], &r.k[kv(j, hk)]) * scale - r.lse[h * t_n + t] as f64).exp();
+                let d = dot(&r.dout[row.clone()], &r.out[row.clone()]);
+                let ds = p * (dot(&r.dout[row.clone()], &r.v[kv(j, hk)]) - d);
+                for c in 0..hd {
+                    dk[c] += scale * ds * r.q[row.start + c] as f64;
+                    dv[c] += p * r.dout[row.start + c] as f64;
+                }
+            }
+        }
+        check_grad(&format!("{s:?} dk row (j {j}, hk {hk})"), &r.dk[kv(j, hk)], &dk);
+        check_grad(&format!("{s:?} dv row (j {j}, hk {hk})"), &r.dv[kv(j, hk)], &dv);
+    }
+}
+
+/// The longest training sequence at SmolLM2's heads: one dispatch per pass within the
+/// loop budget; every value finite, a sample of rows against the reference.
+#[test]
+fn attention_backward_long_sequence() -> Result<(), GpuError> {
+    pollster::block_on(async {
+        let gpu = gradcheck::gpu().await?;
+        let mut rng = StdRng::seed_from_u64(34);
+        let s = shape(1024, 0, 9, 3, 64);
+        assert!(backward_loop_estimate(64, 1024 * 3) <= LOOP_BUDGET);
+        let r = run(&gpu, &mut rng, s).await?;
+        for (name, g) in [("dq", &r.dq), ("dk", &r.dk), ("dv", &r.dv)] {
+            assert!(g.iter().all(|x| x.is_finite()), "{name}");
+        }
+        let query_rows = [(0, 0), (1, 4), (63, 8), (64, 2), (511, 5), (1000, 7), (1023, 0), (1023, 8)];
+        let key_rows = [(0, 0), (1, 2), (63, 1), (64, 0), (500, 2), (960, 1), (1022, 0), (1023, 2)];
+        check_sampled(s, &r, &query_rows, &key_rows);
+        Ok(())
+    })
+}
+
+/// Spans past what one dispatch may loop over are split, and the parts add up: keys in
+/// the query pass (a long cache prefix), query rows in the key pass (many heads per kv
+/// head at head dim 256).
+#[test]
+fn attention_backward_splits_long_spans() -> Result<(), GpuError> {
+    pollster::block_on(async {
+        let gpu = gradcheck::gpu().await?;
+        let mut rng = StdRng::seed_from_u64(35);
+        let s = shape(3, 20_000, 2, 1, 64);
+        assert!(backward_loop_estimate(64, 20_003) > LOOP_BUDGET);
+        check(&gpu, &mut rng, s).await?;
+
+        let s = shape(50, 0, 128, 1, 256);
+        assert!(backward_loop_estimate(256, 50 * 128) > LOOP_BUDGET);
+        let r = run(&gpu, &mut rng, s).await?;
+        let query_rows = [(0, 0), (7, 100), (30, 127), (49, 64)];
+        let key_rows = [(0, 0), (1, 0), (25, 0), (45, 0), (46, 0), (49, 0)];
+        check_sampled(s, &r, &query_rows, &key_rows);
+        Ok(())
+    })
+}
+
+#[test]
+fn attention_backward_checks_arguments() -> Result<(), GpuError> {
+    pollster::block_on(async {
+        let gpu = gradcheck::gpu().await?;
+        let b = |n: u64| gpu.buffer("b", 4 * n);
+        let s = shape(4, 2, 6, 2, 16);
+        let (qn, kn) = (4 * 6 * 16, 6 * 2 * 16);
+        let (q, k, v, out, dout, lse, dq, dk, dv) =
+            (b(qn)?, b(kn)?, b(kn)?, b(qn)?, b(qn)?, b(24)?, b(qn)?, b(kn)?, b(kn)?);
+        let short = b(kn - 1)?;
+        let mut batch = gpu.batch();
+        let ok = attention_backward(&mut batch, &q, &k, &v, &out, &dout, &lse, &dq, &dk, &dv, s).await;
+        assert!(ok.is_ok(), "{ok:?}");
+        let bad = [
+            attention_backward(&mut batch, &q, &k, &v, &out, &dout, &lse, &dq, &dk, &dv, shape(4, 2, 6, 4, 16)).await,
+            attention_backward(&mut batch, &q, &k, &v, &out, &dout, &lse, &dq, &dk, &dv, shape(4, 2, 6, 2, 18)).await,
+            attention_backward(&mut batch, &q, &k, &v, &out, &dout, &lse, &dq, &short, &dv, s).await,
+            attention_backward(&mut batch, &q, &k, &v, &out, &dout, &lse, &dq, &dk, &dk, s).await,
+            attention_backward(&mut batch, &q, &k, &v, &out, &dout, &lse, &dq, &dk, &dv, shape(4, 3, 6, 2, 16)).await,
+        ];
+        for result in bad {
+            assert!(matches!(result, Err(GpuError::Shape { .. })), "{result:?}");
+        }
+        Ok(())
+    })
+}

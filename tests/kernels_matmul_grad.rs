@@ -1,0 +1,250 @@
+//! The input gradient of the quantized matmul, dx (+)= dy · W, against the plain-loop CPU
+//! reference, for both kernels (dy through uniform windows, dy from storage): every
+//! weight type, odd sizes, row ranges that start inside the matrix and cross chunk
+//! boundaries, the lm_head's vocabulary chunks, and ranges longer than one window and
+//! than one dispatch may walk on llvmpipe.
+
+use std::ops::Range;
+
+use classtune::gguf::dequant::{dequantize, quantize};
+use classtune::gguf::GgmlType;
+use classtune::gpu::{Gpu, GpuError, GpuOptions};
+use classtune::kernels::matmul::{gpu_row_bytes, matmul_input_grad, matmul_input_grad_cpu, matmul_input_grad_with, InputGradKernel, Weight};
+use half::f16;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+fn gpu() -> Result<Gpu, GpuError> {
+    pollster::block_on(Gpu::new(GpuOptions::default()))
+}
+
+fn normal(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| (rng.random::<f32>() + rng.random::<f32>() + rng.random::<f32>() - 1.5) * 2.0 * scale).collect()
+}
+
+/// GGUF bytes of a random [rows × cols] weight of type `ty` and their exact values (as
+/// tests/kernels_matmul.rs).
+fn random_weight(rng: &mut StdRng, ty: GgmlType, rows: usize, cols: usize) -> (Vec<u8>, Vec<f32>) {
+    let n = rows * cols;
+    let bytes = match ty {
+        GgmlType::Q4_K | GgmlType::Q6_K => {
+            // Random quants with small, finite f16 scales, like a real K-quant tensor.
+            let mut bytes: Vec<u8> = (0..n / 256 * ty.block_bytes()).map(|_| rng.random()).collect();
+            for block in bytes.chunks_exact_mut(ty.block_bytes()) {
+                let mut scale = |at: usize, rng: &mut StdRng| {
+                    let v = f16::from_f32(rng.random_range(0.0005..0.004));
+                    block[at..at + 2].copy_from_slice(&v.to_le_bytes());
+                };
+                if ty == GgmlType::Q4_K {
+                    scale(0, rng);
+                    scale(2, rng);
+                } else {
+                    scale(208, rng);
+                }
+            }
+            bytes
+        }
+        _ => quantize(ty, &normal(rng, n, 0.1)).expect("quantize"),
+    };
+    let values = dequantize(ty, &bytes, n).expect("dequantize");
+    (bytes, values)
+}
+
+fn abs(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
+/// |got − want| ≤ 1e-6 + 1e-4 · scale, scale = Σ|dy · w| (+ |dx0|): relative to the
+/// magnitude of the terms summed, so cancellation does not make the bound meaningless.
+fn check(what: &str, got: &[f32], want: &[f32], scale: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for i in 0..want.len() {
+        let tol = 1e-6 + 1e-4 * scale[i];
+        assert!((got[i] - want[i]).abs() <= tol, "{what}: index {i}: gpu {} vs cpu {} (tol {tol})", got[i], want[i]);
+    }
+}
+
+/// One case: dy [tokens, stride] for `rows` of W, onto a random dx0 when accumulating.
+struct Case<'a> {
+    w: &'a Weight,
+    values: &'a [f32],
+    rows: Range<usize>,
+    stride: usize,
+    tokens: usize,
+    accumulate: bool,
+}
+
+const KERNELS: [InputGradKernel; 2] = [InputGradKernel::Uniform, InputGradKernel::Storage];
+
+/// Runs `c` with each kernel against the reference.
+fn run_case(gpu: &Gpu, rng: &mut StdRng, c: &Case<'_>) -> Result<(), GpuError> {
+    let k = c.w.cols();
+    let dy = normal(rng, c.tokens * c.stride, 1.0);
+    let dx0 = normal(rng, c.tokens * k, 1.0);
+    let init = c.accumulate.then_some(&dx0[..]);
+    let want = matmul_input_grad_cpu(&dy, c.stride, c.values, k, c.rows.clone(), c.tokens, init);
+    let abs_init = abs(&dx0);
+    let scale = matmul_input_grad_cpu(&abs(&dy), c.stride, &abs(c.values), k, c.rows.clone(), c.tokens, c.accumulate.then_some(&abs_init[..]));
+    let dyb = gpu.upload("dy", bytemuck::cast_slice(&dy))?;
+    for kernel in KERNELS {
+        let dx = gpu.upload("dx", bytemuck::cast_slice(&dx0))?;
+        let mut batch = gpu.batch();
+        let (stride, tokens, rows) = (c.stride as u32, c.tokens as u32, c.rows.clone());
+        pollster::block_on(matmul_input_grad_with(&mut batch, kernel, &dyb, stride, c.w, rows, &dx, tokens, c.accumulate))?;
+        batch.submit()?;
+        let got = pollster::block_on(gpu.read_f32_prefix(&dx, c.tokens * k))?;
+        let (ty, n) = (c.w.ty(), c.w.rows());
+        let what = format!("{kernel:?} {ty} n={n} k={k} rows={:?} stride={} tokens={} accumulate={}", c.rows, c.stride, c.tokens, c.accumulate);
+        check(&what, &got, &want, &scale);
+    }
+    Ok(())
+}
+
+#[test]
+fn input_grad_every_type_and_shape() -> Result<(), GpuError> {
+    let gpu = gpu()?;
+    println!("{}", gpu.describe());
+    let mut rng = StdRng::seed_from_u64(23);
+    for ty in GgmlType::ALL {
+        // Odd N; K of 5, 3 and 9 blocks (F32/F16/BF16 also K = 40: fewer columns than one
+        // workgroup covers).
+        let shapes: Vec<(usize, usize)> = match ty.block_len() {
+            256 => vec![(97, 512), (45, 256), (13, 768)],
+            32 => vec![(97, 160), (301, 96), (13, 288)],
+            _ => vec![(97, 160), (301, 40), (13, 288)],
+        };
+        for (i, (n, k)) in shapes.into_iter().enumerate() {
+            let (bytes, values) = random_weight(&mut rng, ty, n, k);
+            let w = Weight::upload(&gpu, "w", ty, n, k, &bytes)?;
+            for (j, tokens) in [1usize, 3, 17, 130].into_iter().enumerate() {
+                // Whole matrix (dy [tokens, N]), and an inner row range in a wider dy.
+                let (rows, stride) = if (i + j) % 2 == 0 { (0..n, n) } else { (n / 3..n - 1, n) };
+                for accumulate in [false, true] {
+                    let case = Case { w: &w, values: &values, rows: rows.clone(), stride, tokens, accumulate };
+                    run_case(&gpu, &mut rng, &case)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Row ranges that start and end inside chunks of a weight split every 23 rows, and the
+/// lm_head pattern: vocabulary chunks in turn, accumulating after the first, equal the
+/// whole product.
+#[test]
+fn input_grad_across_row_chunks() -> Result<(), GpuError> {
+    let gpu = gpu()?;
+    let mut rng = StdRng::seed_from_u64(29);
+    let (n, tokens) = (203, 17);
+    for ty in [GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::F16, GgmlType::Q6_K] {
+        let k = if ty.block_len() == 256 { 256 } else { 96 };
+        let (bytes, values) = random_weight(&mut rng, ty, n, k);
+        let w = Weight::upload_chunked(&gpu, "w", ty, n, k, &bytes, (23 * gpu_row_bytes(ty, k)) as u64)?;
+        assert_eq!(w.chunk_count(), n.div_ceil(23), "{ty}");
+        for rows in [0..n, 40..140, 23..46, 50..51, 202..203] {
+            for accumulate in [false, true] {
+                let case = Case { w: &w, values: &values, rows: rows.clone(), stride: rows.len() + 3, tokens, accumulate };
+                run_case(&gpu, &mut rng, &case)?;
+            }
+        }
+        // Vocabulary chunks of 64 rows (the last one short), each with its own dy
+        // [tokens, 64], into one dx.
+        let dy = normal(&mut rng, tokens * n, 1.0);
+        let want = matmul_input_grad_cpu(&dy, n, &values, k, 0..n, tokens, None);
+        let scale = matmul_input_grad_cpu(&abs(&dy), n, &abs(&values), k, 0..n, tokens, None);
+        let chunks: Vec<(Range<usize>, classtune::gpu::Buffer)> = (0..n)
+            .step_by(64)
+            .map(|start| {
+                let end = (start + 64).min(n);
+                let pick = |(t, j): (usize, usize)| if j < end { dy[t * n + j] } else { 0.0 };
+                let chunk: Vec<f32> = (0..tokens).flat_map(|t| (start..start + 64).map(move |j| (t, j))).map(pick).collect();
+                Ok((start..end, gpu.upload("dy chunk", bytemuck::cast_slice(&chunk))?))
+            })
+            .collect::<Result<_, GpuError>>()?;
+        for kernel in KERNELS {
+            let dx = gpu.upload("dx", bytemuck::cast_slice(&normal(&mut rng, tokens * k, 1.0)))?;
+            let mut batch = gpu.batch();
+            for (i, (rows, dyc)) in chunks.iter().enumerate() {
+                let t = tokens as u32;
+                pollster::block_on(matmul_input_grad_with(&mut batch, kernel, dyc, 64, &w, rows.clone(), &dx, t, i > 0))?;
+            }
+            batch.submit()?;
+            let got = pollster::block_on(gpu.read_f32_prefix(&dx, tokens * k))?;
+            check(&format!("{kernel:?} {ty} vocabulary chunks"), &got, &want, &scale);
+        }
+    }
+    Ok(())
+}
+
+/// Rows over several uniform windows (1024 rows each) for several token tiles, starting
+/// 3 rows into a window.
+#[test]
+fn input_grad_many_windows() -> Result<(), GpuError> {
+    let gpu = gpu()?;
+    let mut rng = StdRng::seed_from_u64(41);
+    let (n, k) = (2500, 64);
+    let (bytes, values) = random_weight(&mut rng, GgmlType::Q4_0, n, k);
+    let w = Weight::upload(&gpu, "w", GgmlType::Q4_0, n, k, &bytes)?;
+    for (rows, accumulate) in [(3..2403, false), (0..n, true)] {
+        run_case(&gpu, &mut rng, &Case { w: &w, values: &values, rows, stride: n, tokens: 40, accumulate })?;
+    }
+    Ok(())
+}
+
+/// 70,000 rows in one call: more than one invocation may loop over on llvmpipe (65,535),
+/// so the dispatch must be split; a silently shortened loop would miss rows.
+#[test]
+fn input_grad_longer_than_one_dispatch() -> Result<(), GpuError> {
+    let gpu = gpu()?;
+    let mut rng = StdRng::seed_from_u64(31);
+    let (n, k) = (70_000, 32);
+    let (bytes, values) = random_weight(&mut rng, GgmlType::Q8_0, n, k);
+    let w = Weight::upload(&gpu, "w", GgmlType::Q8_0, n, k, &bytes)?;
+    for accumulate in [false, true] {
+        run_case(&gpu, &mut rng, &Case { w: &w, values: &values, rows: 0..n, stride: n, tokens: 3, accumulate })?;
+    }
+    Ok(())
+}
+
+/// An empty row range overwrites dx with zeros, or leaves it as it is when accumulating.
+#[test]
+fn input_grad_empty_rows() -> Result<(), GpuError> {
+    let gpu = gpu()?;
+    let mut rng = StdRng::seed_from_u64(37);
+    let (bytes, _) = random_weight(&mut rng, GgmlType::Q4_0, 9, 64);
+    let w = Weight::upload(&gpu, "w", GgmlType::Q4_0, 9, 64, &bytes)?;
+    let dx0 = normal(&mut rng, 5 * 64, 1.0);
+    let dy = gpu.buffer("dy", 4)?;
+    for (kernel, accumulate) in KERNELS.into_iter().flat_map(|k| [(k, true), (k, false)]) {
+        let dx = gpu.upload("dx", bytemuck::cast_slice(&dx0))?;
+        let mut batch = gpu.batch();
+        pollster::block_on(matmul_input_grad_with(&mut batch, kernel, &dy, 0, &w, 4..4, &dx, 5, accumulate))?;
+        batch.submit()?;
+        let got = pollster::block_on(gpu.read_f32_prefix(&dx, 5 * 64))?;
+        let want = if accumulate { dx0.clone() } else { vec![0.0; 5 * 64] };
+        assert_eq!(got, want, "{kernel:?} accumulate={accumulate}");
+    }
+    Ok(())
+}
+
+#[test]
+fn input_grad_bad_shapes_are_errors() -> Result<(), GpuError> {
+    let gpu = gpu()?;
+    let w = Weight::upload(&gpu, "w", GgmlType::F32, 4, 8, &[0; 128])?;
+    let dy = gpu.buffer("dy", 4 * 2 * 4)?;
+    let dx = gpu.buffer("dx", 4 * 2 * 8)?;
+    let mut batch = gpu.batch();
+    let mut call = |dy: &classtune::gpu::Buffer, stride: u32, rows: Range<usize>, dx: &classtune::gpu::Buffer, tokens: u32| {
+        pollster::block_on(matmul_input_grad(&mut batch, dy, stride, &w, rows, dx, tokens, false))
+    };
+    assert!(call(&dy, 4, 0..4, &dx, 2).is_ok());
+    for (what, result) in [
+        ("too many tokens for dy and dx", call(&dy, 4, 0..4, &dx, 3)),
+        ("rows past the end", call(&dy, 4, 2..5, &dx, 2)),
+        ("stride below the row count", call(&dy, 3, 0..4, &dx, 2)),
+        ("dy and dx the same buffer", call(&dx, 4, 0..4, &dx, 2)),
+    ] {
+        assert!(matches!(result, Err(GpuError::Shape { .. })), "{what}: {result:?}");
+    }
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! The LoRA trainer on the tiny fixture models, checked against itself where an
+//! independent path exists: the training forward against the inference forward with
+//! the adapter attached, recomputation against kept activations, a seeded run against
+//! its repeat; and every bad input it must refuse. (Gradients and loss curves against
+//! PyTorch + PEFT are in tests/train_peft.rs.)
+
+mod reference;
+
+use classtune::adapter::{Adapter, LoraConfig, Target};
+use classtune::gguf::MappedFile;
+use classtune::gpu::{Gpu, GpuOptions};
+use classtune::kernels::adamw::AdamW;
+use classtune::model::{KvCache, LoraWeights, Model};
+use classtune::train::run::{self, Control, Dataset, RunOptions, Tokens};
+use classtune::train::{Decay, OptimizerOptions, Schedule, Sequence, TrainError, Trainer};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use reference::root;
+
+async fn setup(name: &str) -> (Gpu, Model) {
+    let gpu = Gpu::new(GpuOptions::default()).await.unwrap();
+    let path = root().join("fixtures/tiny").join(format!("{name}.gguf"));
+    let file = MappedFile::open(&path).unwrap();
+    let model = Model::load(&gpu, &file).await.unwrap();
+    (gpu, model)
+}
+
+fn options(lr: f32, total: usize) -> OptimizerOptions {
+    OptimizerOptions {
+        schedule: Schedule { lr, warmup: 2, total, decay: Decay::Cosine },
+        adamw: AdamW { weight_decay: 0.01, ..AdamW::default() },
+        max_grad_norm: 1.0,
+        seed: 0,
+    }
+}
+
+/// Random sequences over the model's vocabulary with a few masked tokens.
+fn sequences(vocab: usize, lens: &[usize], seed: u64) -> Vec<Tokens> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    lens.iter()
+        .map(|&n| Tokens {
+            ids: (0..n).map(|_| rng.random_range(0..vocab as u32)).collect(),
+            mask: (0..n).map(|i| u8::from(i % 5 != 2)).collect(),
+        })
+        .collect()
+}
+
+/// An adapter with random A and B (B nonzero, unlike the initialisation).
+fn random_adapter(model: &Model, config: LoraConfig, seed: u64) -> Adapter {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut pairs = Vec::new();
+    for layer in 0..model.config.n_layers {
+        for &target in &config.targets {
+            let (d_in, d_out) = target.dims(&model.config);
+            let mut draw = |n: usize| (0..n).map(|_| rng.random_range(-0.1f32..0.1)).collect::<Vec<_>>();
+            let a = draw(config.rank * d_in);
+            let b = draw(config.rank * d_out);
+            pairs.push(classtune::adapter::LoraPair { layer, target, d_in, d_out, a, b });
+        }
+    }
+    Adapter { config, base_name: "tiny".into(), pairs }
+}
+
+fn seqs(tokens: &[Tokens]) -> Vec<Sequence<'_>> {
+    tokens.iter().map(Tokens::sequence).collect()
+}
+
+/// Mean next-token cross-entropy from full logits, in f64.
+fn mean_loss(logits: &[f32], t: &Tokens, vocab: usize) -> (f64, usize) {
+    let (mut sum, mut count) = (0.0, 0);
+    for pos in 1..t.ids.len() {
+        if t.mask[pos] == 0 {
+            continue;
+        }
+        let row = &logits[(pos - 1) * vocab..pos * vocab];
+        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+        let lse = max + row.iter().map(|&z| (z as f64 - max).exp()).sum::<f64>().ln();
+        sum += lse - row[t.ids[pos] as usize] as f64;
+        count += 1;
+    }
+    (sum, count)
+}
+
+#[test]
+fn training_forward_equals_inference_forward_with_the_adapter() {
+    pollster::block_on(async {
+        for name in ["tiny-llama", "tiny-qwen2"] {
+            let (gpu, mut model) = setup(name).await;
+            let config = LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() };
+            let adapter = random_adapter(&model, config, 7);
+            let data = sequences(model.config.vocab, &[23, 41], 3);
+            let (mut sum, mut count) = (0.0, 0);
+            model.attach(Some(LoraWeights::from_adapter(&gpu, &model.config, &adapter).unwrap()));
+            for t in &data {
+                let mut cache = KvCache::new(&gpu, &model.config, t.ids.len()).unwrap();
+                let logits = model.logits(&gpu, &mut cache, &t.ids).await.unwrap();
+                let (s, c) = mean_loss(&logits, t, model.config.vocab);
+                sum += s;
+                count += c;
+            }
+            let inference = sum / count as f64;
+            let weights = model.attach(None).unwrap();
+            let trainer = Trainer::new(&gpu, &model, weights, options(1e-3, 10), 64, true).unwrap();
+            let training = trainer.evaluate(&gpu, &seqs(&data)).await.unwrap().unwrap();
+            assert!((training - inference).abs() < 1e-4 * inference.abs(), "{name}: training {training} vs inference {inference}");
+            // The adapter matters: the base model's loss differs.
+            let mut cache = KvCache::new(&gpu, &model.config, 64).unwrap();
+            let base = model.logits(&gpu, &mut cache, &data[0].ids).await.unwrap();
+            let (s, c) = mean_loss(&base, &data[0], model.config.vocab);
+            assert!((s / c as f64 - training).abs() > 1e-3, "{name}: the adapter changed nothing");
+        }
+    });
+}
+
+#[test]
+fn initial_adapter_is_the_base_model() {
+    pollster::block_on(async {
+        let (gpu, model) = setup("tiny-llama").await;
+        let data = sequences(model.config.vocab, &[30], 5);
+        let mut cache = KvCache::new(&gpu, &model.config, 64).unwrap();
+        let logits = model.logits(&gpu, &mut cache, &data[0].ids).await.unwrap();
+        let (s, c) = mean_loss(&logits, &data[0], model.config.vocab);
+        let lora = LoraWeights::init(&gpu, &model.config, &LoraConfig::default(), 1).unwrap();
+        let trainer = Trainer::new(&gpu, &model, lora, options(1e-3, 10), 64, false).unwrap();
+        let loss = trainer.evaluate(&gpu, &seqs(&data)).await.unwrap().unwrap();
+        assert!((loss - s / c as f64).abs() < 1e-4, "{loss} vs {}", s / c as f64);
+    });
+}
+
+#[test]
+fn recomputation_gives_the_same_gradients_with_and_without_dropout() {
+    pollster::block_on(async {
+        let (gpu, model) = setup("tiny-qwen2").await;
+        let data = sequences(model.config.vocab, &[37, 20, 64], 9);
+        let total: usize = seqs(&data).iter().map(Sequence::targets).sum();
+        let mut by_dropout = Vec::new();
+        for dropout in [0.0, 0.2] {
+            let config = LoraConfig { rank: 8, alpha: 16.0, rslora: true, dropout, ..LoraConfig::default() };
+            let adapter = random_adapter(&model, config, 11);
+            let mut grads = Vec::new();
+            for recompute in [false, true] {
+                let lora = LoraWeights::from_adapter(&gpu, &model.config, &adapter).unwrap();
+                let trainer = Trainer::new(&gpu, &model, lora, options(1e-3, 10), 64, recompute).unwrap();
+                trainer.accumulate(&gpu, &seqs(&data), total).await.unwrap();
+                grads.push(trainer.lora().gradients(&gpu).await.unwrap());
+            }
+            assert_eq!(grads[0], grads[1], "dropout {dropout}: recomputation changed the gradients");
+            let norm: f64 = grads[0].pairs.iter().flat_map(|p| p.a.iter().chain(&p.b)).map(|&g| (g as f64).powi(2)).sum();
+            assert!(norm > 1e-8, "all gradients are zero");
+            by_dropout.push(grads.swap_remove(0));
+        }
+        let (a, b) = (&by_dropout[0].pairs[0].a, &by_dropout[1].pairs[0].a);
+        assert!(a.iter().zip(b).any(|(x, y)| x != y), "dropout changed no gradient");
+    });
+}
+
+#[test]
+fn seeded_runs_repeat_and_the_loss_falls() {
+    pollster::block_on(async {
+        let (gpu, model) = setup("tiny-llama").await;
+        let data = Dataset {
+            train: sequences(model.config.vocab, &[40, 33, 25, 48], 21),
+            validation: sequences(model.config.vocab, &[30], 22),
+        };
+        let opts = RunOptions { epochs: 10, batch: 2, eval_every: 5, seed: 4, ..RunOptions::default() };
+        let total = opts.total_steps(data.train.len());
+        let mut curves = Vec::new();
+        for _ in 0..2 {
+            let config = LoraConfig { rank: 8, alpha: 16.0, ..LoraConfig::default() };
+            let lora = LoraWeights::init(&gpu, &model.config, &config, 4).unwrap();
+            let mut trainer = Trainer::new(&gpu, &model, lora, options(5e-3, total), 64, true).unwrap();
+            let mut losses = Vec::new();
+            let summary = run::run(&mut trainer, &gpu, &data, &opts, |e| {
+                if let run::Event::Step { stats, .. } = e {
+                    losses.push(stats.loss);
+                }
+                Control::Continue
+            })
+            .await
+            .unwrap();
+            assert_eq!(summary.steps, total);
+            assert!(summary.val_loss.is_some() && summary.base_val_loss.is_some());
+            curves.push(losses);
+        }
+        assert_eq!(curves[0], curves[1], "same seed, different losses");
+        let c = &curves[0];
+        assert!(c[c.len() - 1] < c[0] * 0.9, "loss did not fall: {c:?}");
+    });
+}
+
+#[test]
+fn bad_input_is_refused_with_a_reason() {
+    pollster::block_on(async {
+        let (gpu, model) = setup("tiny-llama").await;
+        let c = &model.config;
+        let too_big = LoraConfig { rank: c.n_kv_heads * c.head_dim + 1, ..LoraConfig::default() };
+        let err = LoraWeights::init(&gpu, c, &too_big, 0).err().unwrap().to_string();
+        assert!(err.contains("rank") && err.contains("k projection"), "{err}");
+        let none = LoraConfig { targets: vec![], ..LoraConfig::default() };
+        assert!(LoraWeights::init(&gpu, c, &none, 0).is_err());
+
+        let lora = LoraWeights::init(&gpu, c, &LoraConfig { rank: 2, ..LoraConfig::default() }, 0).unwrap();
+        let mut trainer = Trainer::new(&gpu, &model, lora, options(1e-3, 10), 16, true).unwrap();
+        let long = sequences(c.vocab, &[17], 1);
+        assert!(matches!(trainer.step(&gpu, &seqs(&long)).await, Err(TrainError::TooLong { tokens: 17, max: 16 })));
+        let masked = [Tokens { ids: vec![1, 2, 3], mask: vec![0, 0, 0] }];
+        assert!(matches!(trainer.step(&gpu, &seqs(&masked)).await, Err(TrainError::EmptyData(_))));
+        let outside = [Tokens { ids: vec![1, c.vocab as u32], mask: vec![1, 1] }];
+        let err = trainer.step(&gpu, &seqs(&outside)).await.err().unwrap().to_string();
+        assert!(err.contains("outside the vocabulary"), "{err}");
+        let empty = Dataset::default();
+        let r = run::run(&mut trainer, &gpu, &empty, &RunOptions::default(), |_| Control::Continue).await;
+        assert!(matches!(r, Err(TrainError::EmptyData(_))));
+        assert!(Trainer::new(&gpu, &model, LoraWeights::init(&gpu, c, &LoraConfig::default(), 0).unwrap(), options(1e-3, 1), c.context + 1, true).is_err());
+    });
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_the_last_good_weights() {
+    pollster::block_on(async {
+        let (gpu, model) = setup("tiny-llama").await;
+        let data = sequences(model.config.vocab, &[20, 20], 2);
+        let lora = LoraWeights::init(&gpu, &model.config, &LoraConfig { rank: 4, ..LoraConfig::default() }, 0).unwrap();
+        let mut opts = options(1e30, 100);
+        opts.schedule.warmup = 0;
+        let mut trainer = Trainer::new(&gpu, &model, lora, opts, 32, true).unwrap();
+        let mut last = None;
+        for _ in 0..5 {
+            match trainer.step(&gpu, &seqs(&data)).await {
+                Ok(s) => last = Some((s.step, trainer.lora().to_adapter(&gpu, "").await.unwrap())),
+                Err(TrainError::NonFinite { step, last_good, .. }) => {
+                    let (good_step, good) = last.expect("the first step already failed");
+                    assert_eq!((step, last_good), (good_step + 1, good_step));
+                    assert_eq!(trainer.lora().to_adapter(&gpu, "").await.unwrap(), good, "weights changed by the failed step");
+                    assert_eq!(trainer.steps_done(), good_step);
+                    return;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("a learning rate of 1e30 never produced a non-finite loss");
+    });
+}
+
+#[test]
+fn every_target_subset_trains() {
+    pollster::block_on(async {
+        let (gpu, model) = setup("tiny-qwen2").await;
+        let data = sequences(model.config.vocab, &[25], 8);
+        for targets in [vec![Target::Q], vec![Target::V, Target::Down], vec![Target::Up], Target::ALL.to_vec()] {
+            let config = LoraConfig { rank: 2, alpha: 4.0, targets: targets.clone(), ..LoraConfig::default() };
+            let adapter = random_adapter(&model, config, 3);
+            let lora = LoraWeights::from_adapter(&gpu, &model.config, &adapter).unwrap();
+            let trainer = Trainer::new(&gpu, &model, lora, options(1e-3, 10), 32, false).unwrap();
+            let total = data[0].sequence().targets();
+            trainer.accumulate(&gpu, &seqs(&data), total).await.unwrap();
+            let g = trainer.lora().gradients(&gpu).await.unwrap();
+            assert_eq!(g.pairs.len(), model.config.n_layers * targets.len());
+            for p in &g.pairs {
+                assert!(p.a.iter().chain(&p.b).any(|&v| v != 0.0), "{targets:?}: layer {} {:?} has no gradient", p.layer, p.target);
+            }
+        }
+    });
+}
