@@ -137,3 +137,104 @@ fn bad_models_get_clear_errors() {
         &["/nonexistent/notes.txt"],
     );
 }
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("classtune-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn metrics(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// `train` on the sample course: the adapter files, metrics, checkpoint and exports
+/// land in --out; a paused and resumed run writes the same losses as a straight one;
+/// `export` turns the checkpoint into each format; `score --adapter` applies it.
+#[test]
+fn train_pause_resume_export_and_score_with_the_adapter() {
+    let course = root().join("sample-course/water-cycle-notes.md").display().to_string();
+    let model = tiny("tiny-llama.gguf");
+    let train = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "train", "--model", &model, "--data", &course, "--out", out.to_str().unwrap(), "--seq-len", "64", "--max-steps", "4",
+            "--batch", "2", "--lr", "1e-2", "--rank", "4", "--alpha", "8", "--eval-every", "2", "--val-fraction", "0.3",
+        ];
+        args.extend_from_slice(extra);
+        let out = classtune(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let straight = temp_dir("straight");
+    let log = train(&straight, &["--export", "gguf-lora"]);
+    assert!(log.contains("step 4/4") && log.contains("done: 4 steps"), "{log}");
+    for file in ["adapter_model.safetensors", "adapter_config.json", "README.md", "checkpoint.safetensors", "adapter.gguf", "metrics.jsonl"] {
+        assert!(straight.join(file).is_file(), "{file} missing");
+    }
+    let m = metrics(&straight);
+    assert_eq!(m.len(), 4);
+    for (i, line) in m.iter().enumerate() {
+        assert_eq!(line["step"], i + 1);
+        for key in ["loss", "lr", "grad_norm", "tokens_per_s"] {
+            assert!(line[key].as_f64().is_some(), "{key} missing in {line}");
+        }
+    }
+    assert!(m[1]["val_loss"].as_f64().is_some() && m[0].get("val_loss").is_none());
+    let card = std::fs::read_to_string(straight.join("README.md")).unwrap();
+    assert!(card.contains("water-cycle-notes.md") && !card.contains("evaporat"), "the card must not quote the course");
+
+    let paused = temp_dir("paused");
+    let log = train(&paused, &["--stop-after", "2"]);
+    assert!(log.contains("pausing after step 2"), "{log}");
+    let ckpt = paused.join("checkpoint.safetensors").display().to_string();
+    train(&paused, &["--resume", &ckpt]);
+    let resumed = metrics(&paused);
+    assert_eq!(resumed.len(), 4);
+    for (a, b) in m.iter().zip(&resumed) {
+        let (a, b) = (a["loss"].as_f64().unwrap(), b["loss"].as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-6, "straight {a} vs paused and resumed {b}");
+    }
+    let want = std::fs::read(straight.join("adapter_model.safetensors")).unwrap();
+    assert_eq!(std::fs::read(paused.join("adapter_model.safetensors")).unwrap(), want);
+
+    // Export from the checkpoint equals what train wrote; other formats parse.
+    let exported = temp_dir("export");
+    let ckpt = straight.join("checkpoint.safetensors").display().to_string();
+    for format in ["peft", "gguf-lora", "merged-q8_0"] {
+        let out = classtune(&["export", "--model", &model, "--checkpoint", &ckpt, "--format", format, "--out", exported.to_str().unwrap()]);
+        assert!(out.status.success(), "{format}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(std::fs::read(exported.join("adapter_model.safetensors")).unwrap(), want);
+    assert_eq!(std::fs::read(exported.join("adapter.gguf")).unwrap(), std::fs::read(straight.join("adapter.gguf")).unwrap());
+    let merged = std::fs::read(exported.join("merged-q8_0.gguf")).unwrap();
+    Gguf::parse(&merged, merged.len() as u64).unwrap();
+    let wrong = classtune(&["export", "--model", &tiny("tiny-qwen2.gguf"), "--checkpoint", &ckpt, "--format", "peft", "--out", "/tmp/x"]);
+    assert!(!wrong.status.success() && String::from_utf8_lossy(&wrong.stderr).contains("was trained on"));
+
+    // The adapter changes the score of the course text.
+    let score = |extra: &[&str]| {
+        let mut args = vec!["score", "--model", &model, "--data", &course, "--seq-len", "64"];
+        args.extend_from_slice(extra);
+        let out = classtune(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["mean_nll"].as_f64().unwrap()
+    };
+    let base = score(&[]);
+    let adapted = score(&["--adapter", straight.to_str().unwrap()]);
+    assert!(adapted < base, "training on the course should lower its loss: base {base}, adapted {adapted}");
+}
+
+#[test]
+fn train_refuses_bad_settings() {
+    let model = tiny("tiny-llama.gguf");
+    let course = root().join("sample-course/water-cycle-notes.md").display().to_string();
+    let out = temp_dir("bad");
+    let o = out.to_str().unwrap();
+    fails_with(&["train", "--model", &model, "--data", &course, "--out", o, "--seq-len", "64", "--rank", "65"], &["rank 65"]);
+    fails_with(&["train", "--model", &model, "--data", &course, "--out", o, "--seq-len", "64", "--targets", "q,x"], &["unknown LoRA target"]);
+    fails_with(&["train", "--model", &model, "--data", "/nonexistent/notes.md", "--out", o, "--seq-len", "64"], &["no training examples"]);
+    fails_with(&["train", "--model", &model, "--data", &course, "--out", o, "--seq-len", "64", "--export", "zip"], &["unknown export format"]);
+    fails_with(&["train", "--model", &model, "--data", &course, "--out", o, "--resume", &course], &["not a safetensors file"]);
+}

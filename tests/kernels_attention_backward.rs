@@ -8,7 +8,8 @@ mod gradcheck;
 
 use classtune::gpu::{Gpu, GpuError, GpuOptions};
 use classtune::kernels::attention::{
-    attention_backward, attention_backward_cpu, attention_forward, backward_loop_estimate, AttentionShape, LOOP_BUDGET,
+    attention_backward, attention_backward_cpu, attention_backward_path, attention_forward, backward_loop_estimate,
+    subgroup_lanes, AttentionBackwardPath, AttentionShape, BackwardBuffers, LOOP_BUDGET,
 };
 use gradcheck::{assert_close, dot, finite_diff, random, to_f64, upload};
 use rand::{rngs::StdRng, SeedableRng};
@@ -68,7 +69,7 @@ fn cpu_reference_matches_finite_differences() {
     }
 }
 
-/// Inputs of one shape and the GPU's forward and backward of them.
+/// Inputs of one shape, the GPU's forward of them, and the backward of every path run.
 struct Run {
     q: Vec<f32>,
     k: Vec<f32>,
@@ -76,16 +77,32 @@ struct Run {
     dout: Vec<f32>,
     out: Vec<f32>,
     lse: Vec<f32>,
+    grads: Vec<Grads>,
+}
+
+/// `(dq, dk, dv)` of one backward path.
+struct Grads {
+    path: AttentionBackwardPath,
     dq: Vec<f32>,
     dk: Vec<f32>,
     dv: Vec<f32>,
 }
 
-/// Runs the GPU forward (whichever path `Auto` takes) and the backward on random inputs.
-/// K/V rows past the used ones are NaN (they must never be read); the gradient buffers
-/// start as NaN (they must be overwritten), and dk/dv rows past the used ones as 7 (they
-/// must be left alone; `run` checks that and drops them).
-async fn run(gpu: &Gpu, rng: &mut StdRng, s: AttentionShape) -> Result<Run, GpuError> {
+/// Every backward path this device can run on `head_dim`: the portable one always, the
+/// subgroup one where [`subgroup_lanes`] allows it, and `Auto`.
+fn paths(gpu: &Gpu, head_dim: u32) -> Vec<AttentionBackwardPath> {
+    let mut paths = vec![AttentionBackwardPath::Tiled, AttentionBackwardPath::Auto];
+    if subgroup_lanes(gpu, head_dim).is_some() {
+        paths.push(AttentionBackwardPath::Subgroup);
+    }
+    paths
+}
+
+/// Runs the GPU forward (whichever path `Auto` takes) and the backward of every path
+/// in `paths` on random inputs. K/V rows past the used ones are NaN (they must never be
+/// read); the gradient buffers start as NaN (they must be overwritten), and dk/dv rows
+/// past the used ones as 7 (they must be left alone; `run` checks that and drops them).
+async fn run(gpu: &Gpu, rng: &mut StdRng, s: AttentionShape, paths: &[AttentionBackwardPath]) -> Result<Run, GpuError> {
     let (t, hq, hkv, hd) = (s.n_query as usize, s.n_head as usize, s.n_kv_head as usize, s.head_dim as usize);
     let used = (s.past_len as usize + t) * hkv * hd;
     let cap = used + 3 * hkv * hd;
@@ -102,22 +119,39 @@ async fn run(gpu: &Gpu, rng: &mut StdRng, s: AttentionShape) -> Result<Run, GpuE
         (upload(gpu, "q", &q)?, upload(gpu, "k", &k)?, upload(gpu, "v", &v)?, upload(gpu, "dout", &dout)?);
     let ob = gpu.buffer("out", 4 * (t * hq * hd) as u64)?;
     let lb = gpu.buffer("lse", 4 * (hq * t) as u64)?;
-    let dqb = upload(gpu, "dq", &vec![f32::NAN; t * hq * hd])?;
-    let (dkb, dvb) = (upload(gpu, "dk", &grad_init)?, upload(gpu, "dv", &grad_init)?);
     let mut batch = gpu.batch();
     attention_forward(&mut batch, &qb, &kb, &vb, &ob, &lb, s).await?;
-    attention_backward(&mut batch, &qb, &kb, &vb, &ob, &db, &lb, &dqb, &dkb, &dvb, s).await?;
     batch.submit()?;
     let out = gpu.read_f32_prefix(&ob, t * hq * hd).await?;
     let lse = gpu.read_f32_prefix(&lb, hq * t).await?;
-    let dq = gpu.read_f32_prefix(&dqb, t * hq * hd).await?;
-    let (mut dk, mut dv) = (gpu.read_f32_prefix(&dkb, cap).await?, gpu.read_f32_prefix(&dvb, cap).await?);
-    for (name, g) in [("dk", &dk), ("dv", &dv)] {
-        assert!(g[used..].iter().all(|&x| x == 7.0), "{s:?} {name}: rows past the keys were written");
+    let mut grads = Vec::new();
+    for &path in paths {
+        let dqb = upload(gpu, "dq", &vec![f32::NAN; t * hq * hd])?;
+        let (dkb, dvb) = (upload(gpu, "dk", &grad_init)?, upload(gpu, "dv", &grad_init)?);
+        let buffers = BackwardBuffers {
+            q: &qb,
+            k_cache: &kb,
+            v_cache: &vb,
+            out: &ob,
+            dout: &db,
+            lse: &lb,
+            dq: &dqb,
+            dk: &dkb,
+            dv: &dvb,
+        };
+        let mut batch = gpu.batch();
+        attention_backward_path(&mut batch, buffers, s, path).await?;
+        batch.submit()?;
+        let dq = gpu.read_f32_prefix(&dqb, t * hq * hd).await?;
+        let (mut dk, mut dv) = (gpu.read_f32_prefix(&dkb, cap).await?, gpu.read_f32_prefix(&dvb, cap).await?);
+        for (name, g) in [("dk", &dk), ("dv", &dv)] {
+            assert!(g[used..].iter().all(|&x| x == 7.0), "{s:?} {path:?} {name}: rows past the keys were written");
+        }
+        dk.truncate(used);
+        dv.truncate(used);
+        grads.push(Grads { path, dq, dk, dv });
     }
-    dk.truncate(used);
-    dv.truncate(used);
-    Ok(Run { q, k, v, dout, out, lse, dq, dk, dv })
+    Ok(Run { q, k, v, dout, out, lse, grads })
 }
 
 /// `abs + rel·|want|` with `abs` relative to the largest reference value: single
@@ -127,13 +161,17 @@ fn check_grad(what: &str, got: &[f32], want: &[f64]) {
     assert_close(what, got, want, 2e-5 * big + 1e-7, 1e-4);
 }
 
-/// GPU against the full CPU reference.
+/// Every path against the full CPU reference.
 async fn check(gpu: &Gpu, rng: &mut StdRng, s: AttentionShape) -> Result<(), GpuError> {
-    let r = run(gpu, rng, s).await?;
+    let r = run(gpu, rng, s, &paths(gpu, s.head_dim)).await?;
     let (dq, dk, dv) = attention_backward_cpu(&r.q, &r.k, &r.v, &r.dout, s);
-    check_grad(&format!("{s:?} dq"), &r.dq, &to_f64(&dq));
-    check_grad(&format!("{s:?} dk"), &r.dk, &to_f64(&dk));
-    check_grad(&format!("{s:?} dv"), &r.dv, &to_f64(&dv));
+    let (dq, dk, dv) = (to_f64(&dq), to_f64(&dk), to_f64(&dv));
+    for g in &r.grads {
+        let what = format!("{s:?} {:?}", g.path);
+        check_grad(&format!("{what} dq"), &g.dq, &dq);
+        check_grad(&format!("{what} dk"), &g.dk, &dk);
+        check_grad(&format!("{what} dv"), &g.dv, &dv);
+    }
     Ok(())
 }
 
@@ -165,10 +203,13 @@ fn attention_backward_matches_cpu() -> Result<(), GpuError> {
     })
 }
 
+/// SmolLM2's heads at a training length. Natively (lavapipe: a fixed subgroup of 8) the
+/// subgroup path must be on offer, or the tests would quietly skip it.
 #[test]
 fn attention_backward_smollm2_prefill() -> Result<(), GpuError> {
     pollster::block_on(async {
         let gpu = gradcheck::gpu().await?;
+        assert!(subgroup_lanes(&gpu, 64).is_some(), "{}", gpu.describe());
         let mut rng = StdRng::seed_from_u64(33);
         check(&gpu, &mut rng, shape(256, 0, 9, 3, 64)).await
     })
@@ -199,7 +240,9 @@ fn check_sampled(s: AttentionShape, r: &Run, query_rows: &[(usize, usize)], key_
                 *w += scale * p[j] * (dp[j] - d) * r.k[kv(j, hk)][c] as f64;
             }
         }
-        check_grad(&format!("{s:?} dq row (t {t}, h {h})"), &r.dq[row], &want);
+        for g in &r.grads {
+            check_grad(&format!("{s:?} {:?} dq row (t {t}, h {h})", g.path), &g.dq[row.clone()], &want);
+        }
     }
     for &(j, hk) in key_rows {
         let (mut dk, mut dv) = (vec![0.0; hd], vec![0.0; hd]);
@@ -215,8 +258,10 @@ fn check_sampled(s: AttentionShape, r: &Run, query_rows: &[(usize, usize)], key_
                 }
             }
         }
-        check_grad(&format!("{s:?} dk row (j {j}, hk {hk})"), &r.dk[kv(j, hk)], &dk);
-        check_grad(&format!("{s:?} dv row (j {j}, hk {hk})"), &r.dv[kv(j, hk)], &dv);
+        for g in &r.grads {
+            check_grad(&format!("{s:?} {:?} dk row (j {j}, hk {hk})", g.path), &g.dk[kv(j, hk)], &dk);
+            check_grad(&format!("{s:?} {:?} dv row (j {j}, hk {hk})", g.path), &g.dv[kv(j, hk)], &dv);
+        }
     }
 }
 
@@ -229,9 +274,11 @@ fn attention_backward_long_sequence() -> Result<(), GpuError> {
         let mut rng = StdRng::seed_from_u64(34);
         let s = shape(1024, 0, 9, 3, 64);
         assert!(backward_loop_estimate(64, 1024 * 3) <= LOOP_BUDGET);
-        let r = run(&gpu, &mut rng, s).await?;
-        for (name, g) in [("dq", &r.dq), ("dk", &r.dk), ("dv", &r.dv)] {
-            assert!(g.iter().all(|x| x.is_finite()), "{name}");
+        let r = run(&gpu, &mut rng, s, &paths(&gpu, 64)).await?;
+        for g in &r.grads {
+            for (name, x) in [("dq", &g.dq), ("dk", &g.dk), ("dv", &g.dv)] {
+                assert!(x.iter().all(|x| x.is_finite()), "{:?} {name}", g.path);
+            }
         }
         let query_rows = [(0, 0), (1, 4), (63, 8), (64, 2), (511, 5), (1000, 7), (1023, 0), (1023, 8)];
         let key_rows = [(0, 0), (1, 2), (63, 1), (64, 0), (500, 2), (960, 1), (1022, 0), (1023, 2)];
@@ -254,7 +301,7 @@ fn attention_backward_splits_long_spans() -> Result<(), GpuError> {
 
         let s = shape(50, 0, 128, 1, 256);
         assert!(backward_loop_estimate(256, 50 * 128) > LOOP_BUDGET);
-        let r = run(&gpu, &mut rng, s).await?;
+        let r = run(&gpu, &mut rng, s, &paths(&gpu, 256)).await?;
         let query_rows = [(0, 0), (7, 100), (30, 127), (49, 64)];
         let key_rows = [(0, 0), (1, 0), (25, 0), (45, 0), (46, 0), (49, 0)];
         check_sampled(s, &r, &query_rows, &key_rows);
@@ -287,4 +334,87 @@ fn attention_backward_checks_arguments() -> Result<(), GpuError> {
         }
         Ok(())
     })
+}
+
+/// Timing, not a check: `cargo test --release --test kernels_attention_backward --
+/// --ignored --nocapture timing`. The backward alone, each path, median of five runs
+/// (after a warm-up), next to the forward.
+#[test]
+#[ignore]
+fn attention_backward_timing() -> Result<(), GpuError> {
+    pollster::block_on(async {
+        let gpu = gradcheck::gpu().await?;
+        let mut rng = StdRng::seed_from_u64(36);
+        let sizes: Vec<u32> = std::env::var("SIZES")
+            .ok()
+            .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+            .unwrap_or(vec![256, 1024]);
+        for n in sizes {
+            let s = shape(n, 0, 9, 3, 64);
+            let (qn, kn) = ((n * 9 * 64) as usize, (n * 3 * 64) as usize);
+            let (q, k, v, dout) = (
+                upload(&gpu, "q", &random(&mut rng, qn, -1.5, 1.5))?,
+                upload(&gpu, "k", &random(&mut rng, kn, -1.5, 1.5))?,
+                upload(&gpu, "v", &random(&mut rng, kn, -1.0, 1.0))?,
+                upload(&gpu, "dout", &random(&mut rng, qn, -1.0, 1.0))?,
+            );
+            let (out, lse) = (gpu.buffer("out", 4 * qn as u64)?, gpu.buffer("lse", 4 * 9 * n as u64)?);
+            let dq = gpu.buffer("dq", 4 * qn as u64)?;
+            let (dk, dv) = (gpu.buffer("dk", 4 * kn as u64)?, gpu.buffer("dv", 4 * kn as u64)?);
+            let buffers = BackwardBuffers {
+                q: &q,
+                k_cache: &k,
+                v_cache: &v,
+                out: &out,
+                dout: &dout,
+                lse: &lse,
+                dq: &dq,
+                dk: &dk,
+                dv: &dv,
+            };
+            let mut times = vec![Vec::new(); 3];
+            let mut cpus = vec![Vec::new(); 3];
+            for round in 0..6 {
+                for (i, path) in
+                    [None, Some(AttentionBackwardPath::Tiled), Some(AttentionBackwardPath::Subgroup)].into_iter().enumerate()
+                {
+                    if i == 1 && std::env::var("NOTILED").is_ok() {
+                        continue;
+                    }
+                    let (start, cpu) = (std::time::Instant::now(), cpu_ms());
+                    let mut batch = gpu.batch();
+                    match path {
+                        None => attention_forward(&mut batch, &q, &k, &v, &out, &lse, s).await?,
+                        Some(path) => attention_backward_path(&mut batch, buffers, s, path).await?,
+                    }
+                    batch.submit()?;
+                    gpu.finish().await?;
+                    if round > 0 {
+                        times[i].push(start.elapsed().as_secs_f64() * 1e3);
+                        cpus[i].push(cpu_ms() - cpu);
+                    }
+                }
+            }
+            for ((name, mut t), mut c) in ["forward", "backward Tiled", "backward Subgroup"].into_iter().zip(times).zip(cpus) {
+                if t.is_empty() {
+                    continue;
+                }
+                t.sort_by(f64::total_cmp);
+                c.sort_by(f64::total_cmp);
+                eprintln!("n_query {n} {name}: median {:.1} ms (cpu {:.1} ms), all {t:.1?}", t[t.len() / 2], c[c.len() / 2]);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// CPU time of all threads of this process (llvmpipe's workers included), in ms.
+fn cpu_ms() -> f64 {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
+            ns += text.split_whitespace().next().and_then(|x| x.parse().ok()).unwrap_or(0);
+        }
+    }
+    ns as f64 / 1e6
 }

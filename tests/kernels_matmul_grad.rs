@@ -105,8 +105,8 @@ fn input_grad_every_type_and_shape() -> Result<(), GpuError> {
     println!("{}", gpu.describe());
     let mut rng = StdRng::seed_from_u64(23);
     for ty in GgmlType::ALL {
-        // Odd N; K of 5, 3 and 9 blocks (F32/F16/BF16 also K = 40: fewer columns than one
-        // workgroup covers).
+        // Odd N; K of 5, 3 and 9 blocks of 32, or 2, 1 and 3 K-quant super-blocks
+        // (F32/F16/BF16 also K = 40: fewer columns than one workgroup covers).
         let shapes: Vec<(usize, usize)> = match ty.block_len() {
             256 => vec![(97, 512), (45, 256), (13, 768)],
             32 => vec![(97, 160), (301, 96), (13, 288)],

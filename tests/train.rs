@@ -169,10 +169,8 @@ fn seeded_runs_repeat_and_the_loss_falls() {
             let lora = LoraWeights::init(&gpu, &model.config, &config, 4).unwrap();
             let mut trainer = Trainer::new(&gpu, &model, lora, options(5e-3, total), 64, true).unwrap();
             let mut losses = Vec::new();
-            let summary = run::run(&mut trainer, &gpu, &data, &opts, |e| {
-                if let run::Event::Step { stats, .. } = e {
-                    losses.push(stats.loss);
-                }
+            let summary = run::run(&mut trainer, &gpu, &data, &opts, |r| {
+                losses.push(r.stats.loss);
                 Control::Continue
             })
             .await
@@ -258,6 +256,87 @@ fn every_target_subset_trains() {
             for p in &g.pairs {
                 assert!(p.a.iter().chain(&p.b).any(|&v| v != 0.0), "{targets:?}: layer {} {:?} has no gradient", p.layer, p.target);
             }
+        }
+    });
+}
+
+#[test]
+fn a_resumed_run_equals_an_uninterrupted_one() {
+    use classtune::train::checkpoint::{BaseModel, Checkpoint, CheckpointMeta, FORMAT};
+    pollster::block_on(async {
+        let (gpu, model) = setup("tiny-llama").await;
+        let data = Dataset {
+            train: sequences(model.config.vocab, &[40, 33, 25, 48, 30], 31),
+            validation: sequences(model.config.vocab, &[30], 32),
+        };
+        let opts = RunOptions { epochs: 2, batch: 2, eval_every: 2, seed: 9, ..RunOptions::default() };
+        let total = opts.total_steps(data.train.len());
+        let config = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.1, ..LoraConfig::default() };
+        let optimizer = options(5e-3, total);
+        let losses = |events: &mut Vec<f64>, r: &run::Report| events.push(r.stats.loss);
+        let mut straight = Vec::new();
+        let lora = LoraWeights::init(&gpu, &model.config, &config, 9).unwrap();
+        let mut trainer = Trainer::new(&gpu, &model, lora, optimizer.clone(), 64, true).unwrap();
+        run::run(&mut trainer, &gpu, &data, &opts, |e| {
+            losses(&mut straight, e);
+            Control::Continue
+        })
+        .await
+        .unwrap();
+        let want = trainer.lora().to_adapter(&gpu, "").await.unwrap();
+
+        // Stop after 3 steps, go through the checkpoint bytes, continue.
+        let mut resumed = Vec::new();
+        let lora = LoraWeights::init(&gpu, &model.config, &config, 9).unwrap();
+        let mut first = Trainer::new(&gpu, &model, lora, optimizer.clone(), 64, true).unwrap();
+        let summary = run::run(&mut first, &gpu, &data, &opts, |e| {
+            losses(&mut resumed, e);
+            if resumed.len() == 3 {
+                Control::Stop
+            } else {
+                Control::Continue
+            }
+        })
+        .await
+        .unwrap();
+        assert!(summary.interrupted && summary.steps == 3);
+        let base = BaseModel { name: "tiny".into(), architecture: "llama".into(), sha256: "ab".repeat(32) };
+        let data_sha256 = classtune::train::checkpoint::data_digest(&data);
+        let meta = CheckpointMeta {
+            format: FORMAT.into(),
+            step: 3,
+            lora: config.clone(),
+            optimizer: optimizer.clone(),
+            run: opts.clone(),
+            seq_len: 64,
+            base: base.clone(),
+            data_sha256: data_sha256.clone(),
+            train_examples: data.train.len(),
+            best_val_loss: summary.best_val_loss,
+        };
+        let bytes = Checkpoint { meta, state: first.state(&gpu).await.unwrap() }.to_bytes().unwrap();
+        drop(first);
+        let ckpt = Checkpoint::from_bytes(&bytes).unwrap();
+        ckpt.check_matches(&base, &data_sha256).unwrap();
+        let mut second = Trainer::restore(&gpu, &model, &ckpt.meta.lora, ckpt.meta.optimizer.clone(), &ckpt.state, 64, false).unwrap();
+        run::run(&mut second, &gpu, &data, &ckpt.meta.run, |e| {
+            losses(&mut resumed, e);
+            Control::Continue
+        })
+        .await
+        .unwrap();
+        assert_eq!(resumed.len(), straight.len());
+        for (s, (a, b)) in straight.iter().zip(&resumed).enumerate() {
+            assert!((a - b).abs() <= 1e-6, "step {}: uninterrupted {a} vs resumed {b}", s + 1);
+        }
+        assert_eq!(second.lora().to_adapter(&gpu, "").await.unwrap(), want);
+
+        // A checkpoint for other data or another model is refused; damaged bytes too.
+        let other = BaseModel { sha256: "cd".repeat(32), ..base.clone() };
+        assert!(ckpt.check_matches(&other, &data_sha256).unwrap_err().to_string().contains("base model"));
+        assert!(ckpt.check_matches(&base, "00").is_err());
+        for cut in [0, 7, bytes.len() / 2, bytes.len() - 1] {
+            assert!(matches!(Checkpoint::from_bytes(&bytes[..cut]), Err(TrainError::Checkpoint(_))), "cut at {cut}");
         }
     });
 }

@@ -45,6 +45,46 @@ pub enum AdapterError {
     NotATarget { layer: usize, module: &'static str },
     #[error("{rows} Q/K rows do not split into {heads} heads of rotation pairs")]
     HeadSplit { rows: usize, heads: usize },
+    #[error("LoRA alpha {alpha} must be a positive, finite number")]
+    BadAlpha { alpha: f32 },
+    #[error("{what}: rank {rank} must be at least 1")]
+    BadRank { what: String, rank: usize },
+    #[error("the adapter has no weights for layer {layer} {module}, one of its targets")]
+    MissingPair { layer: usize, module: &'static str },
+    #[error("{file}: {source}")]
+    Gguf {
+        file: &'static str,
+        #[source]
+        source: crate::gguf::GgufError,
+    },
+    #[error("base model: {0}")]
+    BaseModel(#[source] Box<crate::model::ModelError>),
+    #[error("LoRA GGUF: metadata key `{key}` is missing")]
+    GgufMissingKey { key: &'static str },
+    #[error("LoRA GGUF: metadata key `{key}` should be {expected}, found {found}")]
+    GgufValue { key: &'static str, expected: &'static str, found: String },
+    #[error("LoRA GGUF: the adapter is for architecture `{adapter}`, the base model is `{model}`")]
+    ArchMismatch { adapter: String, model: String },
+    #[error("LoRA GGUF: unexpected tensor `{tensor}`: {reason}")]
+    GgufUnexpectedTensor { tensor: String, reason: &'static str },
+    #[error("LoRA GGUF: no tensor `{tensor}` ({reason})")]
+    GgufMissingTensor { tensor: String, reason: &'static str },
+    #[error("LoRA GGUF: tensor `{tensor}` has ggml dims {found:?}, expected {expected:?} for the base model")]
+    GgufShape { tensor: String, expected: Vec<u64>, found: Vec<u64> },
+    #[error(
+        "LoRA GGUF: `{tensor}`: lora_a has rank {a_rank} (ggml dims[1]) but lora_b has rank {b_rank} (ggml dims[0])"
+    )]
+    GgufRankMismatch { tensor: String, a_rank: u64, b_rank: u64 },
+    #[error("LoRA GGUF: `{tensor}` has rank {rank}, earlier pairs rank {expected}; one rank per adapter is supported")]
+    GgufRankVaries { tensor: String, rank: u64, expected: u64 },
+    #[error("merge: `{tensor}` has rows of {cols} values, not whole {ty} blocks of {block}")]
+    MergeBlocks { tensor: String, cols: u64, ty: crate::gguf::GgmlType, block: usize },
+    #[error("merge: tensor {index} of {count} does not exist")]
+    MergeIndex { index: usize, count: usize },
+    #[error("merge: `{tensor}` needs {expected} bytes of base data, got {found}")]
+    MergeData { tensor: String, expected: u64, found: u64 },
+    #[error("writing the merged model: {0}")]
+    MergeWrite(#[source] std::io::Error),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,

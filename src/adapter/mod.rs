@@ -5,7 +5,10 @@
 //! architecture the rows of Q and K (and so of their `lora_B`) are in llama.cpp's
 //! permuted order. File formats that live in Hugging Face space convert on the way.
 
+mod card;
 mod error;
+mod gguf_lora;
+mod merge;
 mod peft;
 mod peft_config;
 pub mod permute;
@@ -14,7 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Config;
 
+pub use card::{model_card, TrainingFacts};
 pub use error::AdapterError;
+pub use gguf_lora::{folded_alpha, from_gguf_lora, gguf_lora_name, to_gguf_lora};
+pub use merge::{merge_to_gguf, write_merged, MergePlan, MergeType, MergedTensor};
 pub use peft::{from_peft, peft_key, to_peft, Factor, PeftFiles, CONFIG_FILE, SAFETENSORS_FILE};
 #[cfg(not(target_arch = "wasm32"))]
 pub use peft::{read_peft_dir, write_peft_dir};

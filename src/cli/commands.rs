@@ -147,8 +147,8 @@ pub async fn generate(path: &Path, adapter: Option<&Path>, prompt: &str, chat: b
     Ok(())
 }
 
-pub async fn logits(path: &Path, ids: &[u32]) -> Result<()> {
-    let (gpu, model, _, _) = load(path, None).await?;
+pub async fn logits(path: &Path, adapter: Option<&Path>, ids: &[u32]) -> Result<()> {
+    let (gpu, model, _, _) = load(path, adapter).await?;
     let mut cache = KvCache::new(&gpu, &model.config, ids.len())?;
     let logits = model.logits(&gpu, &mut cache, ids).await?;
     let rows: Vec<&[f32]> = logits.chunks(model.config.vocab).collect();

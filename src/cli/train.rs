@@ -7,15 +7,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use classtune::adapter::{self as peft, LoraConfig, Target};
+use classtune::train::checkpoint::{self, BaseModel, Checkpoint, CheckpointMeta};
 use classtune::chat::ChatTemplate;
-use classtune::data::{DataError, DataOptions, Pipeline, Preset, Split};
+use classtune::data::{DataError, DataOptions, Pipeline, Preset, Split, Summary};
 use classtune::gguf::{Gguf, MappedFile, TensorSource};
 use classtune::gpu::{Gpu, GpuOptions};
 use classtune::kernels::adamw::AdamW;
 use classtune::model::{LoraWeights, Model};
 use classtune::tokenizer::Tokenizer;
-use classtune::train::run::{self, Control, Dataset, Event, RunOptions, Tokens};
-use classtune::train::{Decay, OptimizerOptions, Schedule, TrainError, Trainer};
+use classtune::train::run::{Dataset, Report, RunOptions, Runner, Tokens};
+use classtune::train::{Decay, OptimizerOptions, Schedule, Trainer};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -36,6 +37,14 @@ pub struct TrainArgs {
     pub preset: Option<String>,
     pub system_prompt: Option<String>,
     pub recompute: bool,
+    /// Continue this checkpoint's run (its settings replace the ones above).
+    pub resume: Option<PathBuf>,
+    /// Write `checkpoint.safetensors` every this many steps (and at the end).
+    pub checkpoint_every: usize,
+    /// Extra exports besides the PEFT adapter: gguf-lora, merged-f16, merged-q8_0.
+    pub export: Vec<String>,
+    /// Pause after this many steps in this invocation (resume later with `resume`).
+    pub stop_after: Option<usize>,
 }
 
 /// Parses `q,k,v,...` into targets in canonical order.
@@ -52,35 +61,61 @@ pub fn parse_targets(list: &[String]) -> Result<Vec<Target>> {
     Ok(targets)
 }
 
-pub async fn train(args: TrainArgs) -> Result<()> {
-    let decay = Decay::from_name(&args.schedule)
-        .ok_or_else(|| format!("unknown schedule {:?}; choose cosine, linear or constant", args.schedule))?;
+pub async fn train(mut args: TrainArgs) -> Result<()> {
+    for format in &args.export {
+        super::export::Format::parse(format)?;
+    }
     let file = MappedFile::open(&args.model).map_err(|e| format!("{}: {e}", args.model.display()))?;
     let gguf = Gguf::parse(file.bytes(), file.len()).map_err(|e| format!("{}: {e}", args.model.display()))?;
+    let resume = match &args.resume {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let ckpt = Checkpoint::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            // The run continues with its own settings; the data must be given again.
+            let m = &ckpt.meta;
+            (args.lora, args.run, args.seq_len) = (m.lora.clone(), m.run.clone(), m.seq_len);
+            eprintln!("resuming {} at step {}", path.display(), m.step);
+            Some(ckpt)
+        }
+        None => None,
+    };
+    let decay = Decay::from_name(&args.schedule)
+        .ok_or_else(|| format!("unknown schedule {:?}; choose cosine, linear or constant", args.schedule))?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
     let template = ChatTemplate::from_gguf(&gguf)?;
-    let data = prepare(&args, &tokenizer, &template)?;
+    let (data, data_summary) = prepare(&args, &tokenizer, &template)?;
+    let base = BaseModel {
+        name: gguf.get_str("general.name").unwrap_or("model").to_string(),
+        architecture: gguf.get_str("general.architecture").unwrap_or("").to_string(),
+        sha256: checkpoint::sha256_hex(file.bytes().chunks(1 << 24)),
+    };
+    let data_sha256 = checkpoint::data_digest(&data);
 
     let started = Instant::now();
     let gpu = Gpu::new(GpuOptions::default()).await?;
     let model = Model::load_with_header(&gpu, &file, &gguf).await.map_err(|e| format!("{}: {e}", args.model.display()))?;
-    let lora = LoraWeights::init(&gpu, &model.config, &args.lora, args.run.seed)?;
     let total = args.run.total_steps(data.train.len());
-    let options = OptimizerOptions {
-        schedule: Schedule {
-            lr: args.lr,
-            warmup: (args.warmup_ratio * total as f64).ceil() as usize,
-            total,
-            decay,
-        },
-        adamw: AdamW { weight_decay: args.weight_decay, ..AdamW::default() },
-        max_grad_norm: args.max_grad_norm,
-        seed: args.run.seed,
-    };
     let longest = data.train.iter().chain(&data.validation).map(|t| t.ids.len()).max().unwrap_or(1);
-    let mut trainer = Trainer::new(&gpu, &model, lora, options, longest, args.recompute)?;
+    let (mut trainer, options, best) = match &resume {
+        Some(ckpt) => {
+            ckpt.check_matches(&base, &data_sha256)?;
+            let m = &ckpt.meta;
+            let t = Trainer::restore(&gpu, &model, &m.lora, m.optimizer.clone(), &ckpt.state, longest, args.recompute)?;
+            (t, m.optimizer.clone(), m.best_val_loss)
+        }
+        None => {
+            let options = OptimizerOptions {
+                schedule: Schedule { lr: args.lr, warmup: (args.warmup_ratio * total as f64).ceil() as usize, total, decay },
+                adamw: AdamW { weight_decay: args.weight_decay, ..AdamW::default() },
+                max_grad_norm: args.max_grad_norm,
+                seed: args.run.seed,
+            };
+            let lora = LoraWeights::init(&gpu, &model.config, &args.lora, args.run.seed)?;
+            (Trainer::new(&gpu, &model, lora, options.clone(), longest, args.recompute)?, options, None)
+        }
+    };
     eprintln!(
-        "training {} LoRA values (rank {}, alpha {}, {}) on {} with {} train / {} validation examples, {} steps; GPU memory {:.1} MiB (peak {:.1} MiB); set up in {:.1} s",
+        "training {} LoRA values (rank {}, alpha {}, {}) on {} with {} train / {} validation examples, {} steps; GPU memory {:.1} MiB; set up in {:.1} s",
         trainer.lora().len(),
         args.lora.rank,
         args.lora.alpha,
@@ -90,34 +125,88 @@ pub async fn train(args: TrainArgs) -> Result<()> {
         data.validation.len(),
         total,
         gpu.memory().live_bytes() as f64 / (1 << 20) as f64,
-        gpu.memory().peak_bytes() as f64 / (1 << 20) as f64,
         started.elapsed().as_secs_f64()
     );
 
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
-    let mut metrics = Metrics::create(&args.out.join("metrics.jsonl"))?;
-    let mut progress = Progress::new(total);
-    let result = run::run(&mut trainer, &gpu, &data, &args.run, |event| {
-        metrics.event(event);
-        progress.event(event);
-        Control::Continue
-    })
-    .await;
+    let metrics_path = args.out.join("metrics.jsonl");
+    let mut metrics = Metrics::open(&metrics_path, resume.is_some())?;
+    let mut progress = Progress::new(total, trainer.steps_done());
+    let mut runner = Runner::new(args.run.clone(), best);
+    let mut failure = None;
+    if trainer.steps_done() == 0 {
+        if let Some(v) = runner.validate(&trainer, &gpu, &data).await? {
+            eprintln!("base model validation loss {v:.4}");
+        }
+    }
+    let ckpt_path = args.out.join("checkpoint.safetensors");
+    let meta = |step: usize, best_val_loss: Option<f64>| CheckpointMeta {
+        format: checkpoint::FORMAT.into(),
+        step,
+        lora: args.lora.clone(),
+        optimizer: options.clone(),
+        run: args.run.clone(),
+        seq_len: args.seq_len,
+        base: base.clone(),
+        data_sha256: data_sha256.clone(),
+        train_examples: data.train.len(),
+        best_val_loss,
+    };
+    loop {
+        let report = match runner.next(&mut trainer, &gpu, &data, false).await {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
+        metrics.report(&report);
+        progress.report(&report);
+        let step = report.stats.step;
+        if args.stop_after.is_some_and(|n| step - progress.first_step >= n) && step < report.total_steps {
+            eprintln!("\npausing after step {step}; continue with --resume {}", ckpt_path.display());
+            break;
+        }
+        if args.checkpoint_every > 0 && step % args.checkpoint_every == 0 && step < report.total_steps {
+            let state = trainer.state(&gpu).await?;
+            let bytes = Checkpoint { meta: meta(step, runner.summary().best_val_loss), state }.to_bytes()?;
+            checkpoint::write_atomic(&ckpt_path, &bytes).map_err(|e| format!("{}: {e}", ckpt_path.display()))?;
+        }
+    }
     progress.finish();
     metrics.finish()?;
-    // The weights are those of the last good step even when the run failed, so they
-    // are written either way.
-    let adapter = trainer.lora().to_adapter(&gpu, &model.config.name).await?;
+    // The weights are those of the last good step even when a step failed, so the
+    // checkpoint and the adapter are written either way.
+    let state = trainer.state(&gpu).await?;
+    let bytes = Checkpoint { meta: meta(state.step, runner.summary().best_val_loss), state }.to_bytes()?;
+    checkpoint::write_atomic(&ckpt_path, &bytes).map_err(|e| format!("{}: {e}", ckpt_path.display()))?;
+    let adapter = trainer.lora().to_adapter(&gpu, &base.name).await?;
     let files = peft::to_peft(&adapter, &model.config)?;
     peft::write_peft_dir(&args.out, &files)?;
-    let summary = match result {
-        Ok(summary) => summary,
-        Err(e @ TrainError::NonFinite { .. }) => {
-            return Err(format!("{e}; the adapter in {} holds them", args.out.display()).into());
-        }
-        Err(e) => return Err(e.into()),
+    let summary = runner.summary();
+    let facts = peft::TrainingFacts {
+        steps: summary.steps,
+        epochs: args.run.epochs,
+        learning_rate: options.schedule.lr,
+        seq_len: args.seq_len,
+        batch: args.run.batch,
+        grad_accum: args.run.grad_accum,
+        base_val_loss: summary.base_val_loss,
+        val_loss: summary.val_loss,
     };
-    std::fs::write(args.out.join("train_summary.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+    std::fs::write(args.out.join("README.md"), peft::model_card(&adapter, &facts, &data_summary))?;
+    if data_summary.unredacted_personal_data {
+        eprintln!("warning: the material held personal data that was NOT redacted; the adapter may have memorized it: do not share it");
+    }
+    for format in &args.export {
+        let path = super::export::write(super::export::Format::parse(format)?, &adapter, &gguf, file.bytes(), &args.out)?;
+        eprintln!("exported {}", path.display());
+    }
+    if let Some(e) = failure {
+        return Err(format!("{e}; {} and the adapter in {} hold them", ckpt_path.display(), args.out.display()).into());
+    }
+    std::fs::write(args.out.join("train_summary.json"), serde_json::to_string_pretty(summary)? + "\n")?;
     let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
     eprintln!(
         "done: {} steps in {:.1} s; train loss {}, validation loss {} (base model {}){}",
@@ -133,7 +222,7 @@ pub async fn train(args: TrainArgs) -> Result<()> {
 }
 
 /// Runs the data pipeline over the inputs and keeps the token ids and masks.
-fn prepare(args: &TrainArgs, tokenizer: &Tokenizer, template: &ChatTemplate) -> Result<Dataset> {
+fn prepare(args: &TrainArgs, tokenizer: &Tokenizer, template: &ChatTemplate) -> Result<(Dataset, Summary)> {
     let preset = match &args.preset {
         Some(name) => Some(Preset::from_name(name).ok_or_else(|| format!("unknown preset {name:?}"))?),
         None => Some(Preset::TeachingAssistant),
@@ -180,71 +269,74 @@ fn prepare(args: &TrainArgs, tokenizer: &Tokenizer, template: &ChatTemplate) -> 
     if data.train.is_empty() {
         return Err(format!("no training examples came out of {} input file(s)", inputs.len()).into());
     }
-    Ok(data)
+    if data.validation.is_empty() && args.val_fraction > 0.0 && data.train.len() >= 2 {
+        // Whole documents are held out so validation measures unseen material; with
+        // few documents none may fall on that side, so hold out examples instead.
+        let keep = (data.train.len() as f64 * args.val_fraction).round().max(1.0) as usize;
+        let mut ranked: Vec<(f64, usize)> = data
+            .train
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (classtune::data::split::unit_fraction(args.run.seed, &format!("{i}:{:?}", &t.ids[..t.ids.len().min(16)])), i))
+            .collect();
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut held: Vec<usize> = ranked[..keep].iter().map(|&(_, i)| i).collect();
+        held.sort_unstable();
+        for &i in held.iter().rev() {
+            let t = data.train.remove(i);
+            data.validation.insert(0, t);
+        }
+        eprintln!(
+            "note: no whole document was held out for validation ({} document(s)); holding out {keep} of the examples instead",
+            summary.documents
+        );
+    }
+    Ok((data, summary))
 }
 
-/// metrics.jsonl: one line per step, with the validation loss on the steps that have one.
+/// metrics.jsonl: one JSON line per step, with the validation loss on the steps that
+/// have one.
 struct Metrics {
     out: BufWriter<File>,
-    pending: Option<serde_json::Value>,
-    started: Instant,
-    error: Option<std::io::Error>,
+    last: Instant,
 }
 
 impl Metrics {
-    fn create(path: &Path) -> Result<Metrics> {
-        let out = BufWriter::new(File::create(path).map_err(|e| format!("{}: {e}", path.display()))?);
-        Ok(Metrics { out, pending: None, started: Instant::now(), error: None })
+    /// `append` continues a resumed run's file.
+    fn open(path: &Path, append: bool) -> Result<Metrics> {
+        let file = std::fs::OpenOptions::new().create(true).write(true).append(append).truncate(!append).open(path);
+        let out = BufWriter::new(file.map_err(|e| format!("{}: {e}", path.display()))?);
+        Ok(Metrics { out, last: Instant::now() })
     }
 
-    fn event(&mut self, event: &Event) {
-        match event {
-            Event::Step { stats, epoch, .. } => {
-                self.flush();
-                let seconds = self.started.elapsed().as_secs_f64();
-                self.started = Instant::now();
-                self.pending = Some(serde_json::json!({
-                    "step": stats.step,
-                    "epoch": epoch,
-                    "loss": stats.loss,
-                    "lr": stats.lr,
-                    "grad_norm": stats.grad_norm,
-                    "tokens": stats.tokens,
-                    "tokens_per_s": stats.tokens as f64 / seconds.max(1e-9),
-                }));
-            }
-            Event::Validation { val_loss, .. } => {
-                if let Some(line) = self.pending.as_mut() {
-                    line["val_loss"] = serde_json::json!(val_loss);
-                }
-                self.flush();
-                // Validation time is not training time.
-                self.started = Instant::now();
-            }
+    fn report(&mut self, r: &Report) {
+        let seconds = self.last.elapsed().as_secs_f64();
+        self.last = Instant::now();
+        let mut line = serde_json::json!({
+            "step": r.stats.step,
+            "epoch": r.epoch,
+            "loss": r.stats.loss,
+            "lr": r.stats.lr,
+            "grad_norm": r.stats.grad_norm,
+            "tokens": r.stats.tokens,
+            "tokens_per_s": r.stats.tokens as f64 / seconds.max(1e-9),
+        });
+        if let Some(v) = r.val_loss {
+            line["val_loss"] = serde_json::json!(v);
         }
-    }
-
-    fn flush(&mut self) {
-        if let Some(line) = self.pending.take() {
-            if let Err(e) = writeln!(self.out, "{line}") {
-                self.error.get_or_insert(e);
-            }
-        }
+        // A failed metrics write must not end hours of training; it shows at the end.
+        let _ = writeln!(self.out, "{line}");
     }
 
     fn finish(mut self) -> Result<()> {
-        self.flush();
-        self.out.flush()?;
-        match self.error {
-            Some(e) => Err(format!("writing metrics.jsonl: {e}").into()),
-            None => Ok(()),
-        }
+        self.out.flush().map_err(|e| format!("writing metrics.jsonl: {e}").into())
     }
 }
 
 /// The progress line: step, loss, tokens/s, ETA.
 struct Progress {
     total: usize,
+    first_step: usize,
     started: Instant,
     tokens: usize,
     terminal: bool,
@@ -252,36 +344,44 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total: usize) -> Progress {
-        Progress { total, started: Instant::now(), tokens: 0, terminal: std::io::stderr().is_terminal(), val_loss: None }
+    fn new(total: usize, first_step: usize) -> Progress {
+        Progress {
+            total,
+            first_step,
+            started: Instant::now(),
+            tokens: 0,
+            terminal: std::io::stderr().is_terminal(),
+            val_loss: None,
+        }
     }
 
-    fn event(&mut self, event: &Event) {
-        match event {
-            Event::Validation { val_loss, .. } => self.val_loss = Some(*val_loss),
-            Event::Step { stats, .. } => {
-                self.tokens += stats.tokens;
-                let elapsed = self.started.elapsed().as_secs_f64();
-                let eta = elapsed / stats.step as f64 * self.total.saturating_sub(stats.step) as f64;
-                let width = 24;
-                let filled = width * stats.step / self.total.max(1);
-                let bar: String = "#".repeat(filled) + &"-".repeat(width - filled);
-                let val = self.val_loss.map_or(String::new(), |v| format!(" val {v:.4}"));
-                let line = format!(
-                    "[{bar}] step {}/{} loss {:.4}{val} lr {:.2e} {:.0} tok/s ETA {}",
-                    stats.step,
-                    self.total,
-                    stats.loss,
-                    stats.lr,
-                    self.tokens as f64 / elapsed.max(1e-9),
-                    clock(eta)
-                );
-                if self.terminal {
-                    eprint!("\r{line}\x1b[K");
-                } else {
-                    eprintln!("{line}");
-                }
-            }
+    fn report(&mut self, r: &Report) {
+        let stats = &r.stats;
+        self.val_loss = r.val_loss.or(self.val_loss);
+        self.tokens += stats.tokens;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let done = stats.step - self.first_step;
+        let eta = elapsed / done.max(1) as f64 * self.total.saturating_sub(stats.step) as f64;
+        let width = 24;
+        let filled = width * stats.step / self.total.max(1);
+        let bar: String = "#".repeat(filled) + &"-".repeat(width - filled);
+        let val = self.val_loss.map_or(String::new(), |v| format!(" val {v:.4}"));
+        let line = format!(
+            "[{bar}] step {}/{} loss {:.4}{val} lr {:.2e} {:.0} tok/s ETA {}",
+            stats.step,
+            self.total,
+            stats.loss,
+            stats.lr,
+            self.tokens as f64 / elapsed.max(1e-9),
+            clock(eta)
+        );
+        if self.terminal {
+            eprint!("\r{line}\x1b[K");
+        } else {
+            eprintln!("{line}");
+        }
+        if r.early_stop {
+            eprintln!("\nvalidation loss stopped improving: stopping early");
         }
     }
 

@@ -26,4 +26,4 @@ pub use error::{DataError, Warning};
 pub use examples::{Example, ExampleKind, Preset};
 pub use pipeline::{DataOptions, ExampleSink, Pipeline};
 pub use split::Split;
-pub use summary::Summary;
+pub use summary::{FileSummary, Summary};

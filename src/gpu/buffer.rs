@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 pub struct MemoryStats {
     live: AtomicU64,
     peak: AtomicU64,
+    largest: AtomicU64,
 }
 
 impl MemoryStats {
@@ -21,6 +22,10 @@ impl MemoryStats {
     pub fn peak_bytes(&self) -> u64 {
         self.peak.load(Ordering::Relaxed)
     }
+    /// The largest single buffer ever created: every binding is at most this.
+    pub fn largest_buffer_bytes(&self) -> u64 {
+        self.largest.load(Ordering::Relaxed)
+    }
     /// Forget the peak so a benchmark can measure one phase.
     pub fn reset_peak(&self) {
         self.peak.store(self.live_bytes(), Ordering::Relaxed);
@@ -28,6 +33,7 @@ impl MemoryStats {
     pub(super) fn add(&self, bytes: u64) {
         let live = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.peak.fetch_max(live, Ordering::Relaxed);
+        self.largest.fetch_max(bytes, Ordering::Relaxed);
     }
     fn sub(&self, bytes: u64) {
         self.live.fetch_sub(bytes, Ordering::Relaxed);

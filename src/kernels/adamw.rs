@@ -41,7 +41,7 @@ struct Params {
 }
 
 /// The optimizer's hyperparameters (the learning rate comes per step, from the schedule).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamW {
     pub beta1: f32,
     pub beta2: f32,

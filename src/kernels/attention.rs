@@ -6,6 +6,8 @@ use super::ensure_distinct;
 use crate::gpu::{batch::grid, Batch, Buffer, GpuError, Kernel};
 
 const SOURCE: &str = include_str!("../../shaders/attention.wgsl");
+/// The subgroup backward, compiled after attention.wgsl's shared declarations.
+const BACKWARD_SOURCE: &str = include_str!("../../shaders/attention_backward.wgsl");
 
 /// Marks where attention.wgsl's declarations shared by both modules end.
 const PORTABLE_MARK: &str = "// ---- Tiled path";
@@ -26,6 +28,18 @@ fn module(subgroups: bool) -> &'static str {
     } else {
         &SOURCE[..end]
     }
+}
+
+/// attention_backward.wgsl's module: attention.wgsl's shared declarations, then it.
+fn backward_module() -> &'static str {
+    static MODULE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    MODULE.get_or_init(|| {
+        let shared = SOURCE.find(PORTABLE_MARK).unwrap_or(0);
+        if let Ok(path) = std::env::var("ATT_SHADER") {
+            return format!("{}{}\nconst EXP = {}u;\n", &SOURCE[..shared], std::fs::read_to_string(path).unwrap(), std::env::var("EXP").unwrap_or("0".into()));
+        }
+        format!("{}{}", &SOURCE[..shared], BACKWARD_SOURCE)
+    })
 }
 
 /// Largest head dimension the kernels take (the decode path's 256 threads span it).
@@ -280,10 +294,25 @@ pub fn attention_forward_cpu(q: &[f32], k_cache: &[f32], v_cache: &[f32], shape:
 /// Keys per workgroup of the backward's key pass (`KEYS` in attention.wgsl).
 const KEY_BLOCK: u32 = 64;
 
-/// Loop iterations per thread of one backward dispatch whose span is `span` keys (the
-/// query pass: the keys of one dispatch) or `span` query rows, queries × group (the key
-/// pass). Both walk their span in tiles of `BK` with the same loops (attention.wgsl,
-/// backward section), counted as in [`loop_estimate`].
+/// Which backward kernels run; both compute the same thing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttentionBackwardPath {
+    /// `Subgroup` where [`subgroup_lanes`] allows it and its query pass stays within
+    /// [`LOOP_BUDGET`], else `Tiled`.
+    #[default]
+    Auto,
+    /// Portable, FlashAttention-2 style: a query pass (dq) and a key pass (dk, dv), each
+    /// recomputing P and dout · v, rows streamed through workgroup-memory tiles.
+    Tiled,
+    /// attention_backward.wgsl: a stats pass, a key pass that also stores dS, a query
+    /// pass dq = dS k; lanes share the rows they stream with `subgroupBroadcast`.
+    Subgroup,
+}
+
+/// Loop iterations per thread of one portable (`Tiled`) backward dispatch whose span is
+/// `span` keys (the query pass: the keys of one dispatch) or `span` query rows, queries
+/// × group (the key pass). Both walk their span in tiles of `BK` with the same loops
+/// (attention.wgsl, backward section), counted as in [`loop_estimate`].
 pub fn backward_loop_estimate(head_dim: u32, span: u64) -> u64 {
     let hd4 = (head_dim / 4).max(1) as u64;
     let rest = hd4 % 4;
@@ -297,12 +326,58 @@ pub fn backward_loop_estimate(head_dim: u32, span: u64) -> u64 {
     2 * (hd4 + 1) + 1 + span.div_ceil(bk) * tile
 }
 
-/// Largest span (see [`backward_loop_estimate`]) one backward dispatch may take.
+/// Largest span (see [`backward_loop_estimate`]) one portable backward dispatch may take.
 fn backward_span(head_dim: u32) -> u64 {
     let fixed = backward_loop_estimate(head_dim, 0);
     let bk = keys_per_tile(head_dim) as u64;
     let per_tile = backward_loop_estimate(head_dim, bk) - fixed;
     LOOP_BUDGET.saturating_sub(fixed) / per_tile * bk
+}
+
+/// Loop iterations per thread of the subgroup backward's two main passes on `lanes`
+/// lanes, after attention_backward.wgsl: `(key pass, query pass)` for a chunk of
+/// `queries` queries whose rows see `keys` keys.
+pub fn subgroup_backward_loop_estimate(head_dim: u32, lanes: u32, group: u32, queries: u64, keys: u64) -> (u64, u64) {
+    let hd4 = (head_dim / 4).max(1) as u64;
+    let cols = hd4.div_ceil(lanes.max(1) as u64) + 1;
+    let group = group as u64;
+    // key pass: the row loads and stores; per head of the group, per four queries two
+    // column loops
+    let steps = queries.div_ceil(4);
+    let key_pass = 2 * (hd4 + 1) + group + 1 + group * (steps + 1 + steps * 2 * cols);
+    // query pass: the zeroing and the store; per four keys one column loop
+    let steps = keys.div_ceil(4);
+    let query_pass = 2 * (hd4 + 1) + steps + 1 + steps * cols;
+    (key_pass, query_pass)
+}
+
+/// Bytes the subgroup backward's dS scratch of one chunk may take (more queries are
+/// split into chunks): 2 chunks at 1024 queries with SmolLM2's 9 heads.
+const DS_BYTES: u64 = 32 << 20;
+
+/// Queries per chunk of the subgroup backward (a multiple of 4), or None where even four
+/// queries exceed the loop budget or the query pass over all keys does.
+fn subgroup_chunk(shape: &AttentionShape, lanes: u32, binding_limit: u64) -> Option<u32> {
+    let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim } = *shape;
+    let group = n_head / n_kv_head;
+    let keys = past_len as u64 + n_query as u64;
+    let fits = |queries: u64| {
+        let (key_pass, query_pass) = subgroup_backward_loop_estimate(head_dim, lanes, group, queries, keys);
+        key_pass <= LOOP_BUDGET && query_pass <= LOOP_BUDGET
+    };
+    // dS row stride, at its largest (the last chunk)
+    let stride = keys.next_multiple_of(lanes as u64);
+    let by_memory = DS_BYTES.min(binding_limit) / (4 * n_head as u64 * stride).max(1);
+    let mut most = (n_query as u64).next_multiple_of(4).min(by_memory) / 4 * 4;
+    while most >= 4 && !fits(most) {
+        most = (most / 2).next_multiple_of(4).min(most - 4);
+    }
+    if most < 4 {
+        return None;
+    }
+    // Even chunks: the same work in fewer, fuller dispatches.
+    let chunks = (n_query as u64).div_ceil(most);
+    Some((n_query as u64).div_ceil(chunks).next_multiple_of(4) as u32)
 }
 
 /// Backward of [`attention_forward`]: from `dout` = dL/d`out`, overwrites `dq`
@@ -311,10 +386,7 @@ fn backward_span(head_dim: u32) -> u64 {
 /// group; rows past them are left alone). `q`, `k_cache`, `v_cache`, `out` and `lse` as
 /// the forward took and wrote them. All nine buffers must be distinct.
 ///
-/// Two passes, FlashAttention-2 style, with P recomputed from `lse`: one parallel over
-/// query rows writes `dq` and each row's `(lse, D = dout · out)` to a scratch buffer,
-/// one parallel over keys writes `dk` and `dv`. Spans that would exceed llvmpipe's loop
-/// budget ([`backward_loop_estimate`]) are split over several dispatches that add up.
+/// Runs the fastest path this device has ([`AttentionBackwardPath`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn attention_backward(
     batch: &mut Batch<'_>,
@@ -329,8 +401,34 @@ pub async fn attention_backward(
     dv: &Buffer,
     shape: AttentionShape,
 ) -> Result<(), GpuError> {
+    let buffers = BackwardBuffers { q, k_cache, v_cache, out, dout, lse, dq, dk, dv };
+    attention_backward_path(batch, buffers, shape, AttentionBackwardPath::Auto).await
+}
+
+/// The buffers of [`attention_backward`], in its order.
+#[derive(Clone, Copy)]
+pub struct BackwardBuffers<'a> {
+    pub q: &'a Buffer,
+    pub k_cache: &'a Buffer,
+    pub v_cache: &'a Buffer,
+    pub out: &'a Buffer,
+    pub dout: &'a Buffer,
+    pub lse: &'a Buffer,
+    pub dq: &'a Buffer,
+    pub dk: &'a Buffer,
+    pub dv: &'a Buffer,
+}
+
+/// [`attention_backward`] on a chosen path (tests run every path on every shape).
+pub async fn attention_backward_path(
+    batch: &mut Batch<'_>,
+    buffers: BackwardBuffers<'_>,
+    shape: AttentionShape,
+    path: AttentionBackwardPath,
+) -> Result<(), GpuError> {
     const NAME: &str = "attention_backward";
     check_heads(NAME, &shape)?;
+    let BackwardBuffers { q, k_cache, v_cache, out, dout, lse, dq, dk, dv } = buffers;
     let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim } = shape;
     let (t, hd) = (n_query as u64, head_dim as u64);
     let keys = past_len as u64 + t;
@@ -358,6 +456,36 @@ pub async fn attention_backward(
     if n_head == 0 || keys == 0 {
         return Ok(());
     }
+    let gpu = batch.gpu();
+    let lanes = subgroup_lanes(gpu, head_dim);
+    let limit = gpu.limits().max_storage_buffer_binding_size;
+    let chunk = lanes.and_then(|sg| Some((sg, subgroup_chunk(&shape, sg, limit)?)));
+    match (path, chunk) {
+        // Without queries the subgroup passes have nothing to walk: the tiled key pass
+        // writes the zero gradient of the cached keys.
+        (AttentionBackwardPath::Auto | AttentionBackwardPath::Subgroup, Some((sg, chunk))) if n_query > 0 => {
+            backward_subgroup(batch, buffers, shape, sg, chunk).await
+        }
+        (AttentionBackwardPath::Subgroup, _) if n_query > 0 => Err(GpuError::shape(
+            NAME,
+            format!(
+                "{shape:?}: the subgroup backward needs a fixed subgroup of 4 or 8 lanes dividing head_dim / 4 and its \
+                 passes within llvmpipe's loop budget; {}",
+                gpu.describe()
+            ),
+        )),
+        _ => backward_tiled(batch, buffers, shape).await,
+    }
+}
+
+/// The portable backward, two passes, FlashAttention-2 style, with P recomputed from
+/// `lse`: one parallel over query rows writes `dq` and each row's `(lse, D = dout ·
+/// out)` to a scratch buffer, one parallel over keys writes `dk` and `dv`. Spans that
+/// would exceed llvmpipe's loop budget ([`backward_loop_estimate`]) are split over
+/// several dispatches that add up.
+async fn backward_tiled(batch: &mut Batch<'_>, b: BackwardBuffers<'_>, shape: AttentionShape) -> Result<(), GpuError> {
+    const NAME: &str = "attention_backward";
+    let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim } = shape;
     let group = n_head / n_kv_head;
     let span = backward_span(head_dim);
     // One key dispatch covers this many queries, one query dispatch this many keys.
@@ -378,14 +506,22 @@ pub async fn attention_backward(
     let query_pass = gpu.pipeline(&kernel("attention_backward_query")).await?;
     let key_pass = gpu.pipeline(&kernel("attention_backward_kv")).await?;
     // (lse, D) per row; n_query * n_head < 2^25 since q fits one binding.
-    let stats = gpu.scratch("attention_stats", 8 * (t * n_head as u64).max(1))?;
-    let keys = keys as u32;
+    let stats = gpu.scratch("attention_stats", 8 * (n_query as u64 * n_head as u64).max(1))?;
+    let keys = past_len + n_query;
     let scale = 1.0 / (head_dim as f32).sqrt();
     let base = Params { n_query, past_len, n_head, n_kv_head, scale, lo: 0, hi: 0, accumulate: 0 };
     if n_query > 0 {
         let groups = (n_query * group).div_ceil(TILE_ROWS) * n_kv_head;
-        let bindings =
-            [q.into(), k_cache.into(), v_cache.into(), out.into(), lse.into(), dout.into(), dq.into(), (&stats).into()];
+        let bindings = [
+            b.q.into(),
+            b.k_cache.into(),
+            b.v_cache.into(),
+            b.out.into(),
+            b.lse.into(),
+            b.dout.into(),
+            b.dq.into(),
+            (&stats).into(),
+        ];
         for lo in (0..keys).step_by(keys_per as usize) {
             let params = Params { lo, hi: lo.saturating_add(keys_per).min(keys), accumulate: (lo > 0) as u32, ..base };
             batch.dispatch(&query_pass, &params, &bindings, grid(groups))?;
@@ -394,7 +530,8 @@ pub async fn attention_backward(
     // At least one key dispatch: with no queries it writes the zero gradient of the
     // cached keys.
     let groups = keys.div_ceil(KEY_BLOCK) * n_kv_head;
-    let bindings = [q.into(), k_cache.into(), v_cache.into(), dout.into(), (&stats).into(), dk.into(), dv.into()];
+    let bindings =
+        [b.q.into(), b.k_cache.into(), b.v_cache.into(), b.dout.into(), (&stats).into(), b.dk.into(), b.dv.into()];
     let mut lo = 0u32;
     loop {
         let hi = lo.saturating_add(queries_per).min(n_query);
@@ -406,6 +543,65 @@ pub async fn attention_backward(
         lo = hi;
     }
     batch.retain([stats]);
+    Ok(())
+}
+
+/// The subgroup backward (attention_backward.wgsl) on `lanes` lanes, `chunk` queries
+/// per key-pass + query-pass pair ([`subgroup_chunk`]).
+async fn backward_subgroup(
+    batch: &mut Batch<'_>,
+    b: BackwardBuffers<'_>,
+    shape: AttentionShape,
+    lanes: u32,
+    chunk: u32,
+) -> Result<(), GpuError> {
+    let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim } = shape;
+    let group = n_head / n_kv_head;
+    let gpu = batch.gpu();
+    let kernel = |entry| {
+        Kernel::new("attention_backward", backward_module(), entry)
+            .with("HEAD_DIM", format!("{head_dim}u"))
+            .with("SG", format!("{lanes}u"))
+            .with_subgroups()
+    };
+    let stats_pass = gpu.pipeline(&kernel("attention_backward_stats")).await?;
+    let key_pass = gpu.pipeline(&kernel("attention_backward_kv_subgroup")).await?;
+    let query_pass = gpu.pipeline(&kernel("attention_backward_query_subgroup")).await?;
+    let quads = n_query.div_ceil(4);
+    // (lse, D) of four queries of one head per pair of vec4.
+    let stats = gpu.scratch("attention_stats", 32 * n_head as u64 * quads as u64)?;
+    let keys = past_len + n_query;
+    // The largest chunk's dS, [n_head, chunk, keys rounded up to the lanes].
+    let ds_len = n_head as u64 * chunk as u64 * keys.next_multiple_of(lanes) as u64;
+    let ds = gpu.scratch("attention_ds", 4 * ds_len)?;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let base = Params { n_query, past_len, n_head, n_kv_head, scale, lo: 0, hi: n_query, accumulate: 0 };
+    let bindings = [b.out.into(), b.lse.into(), b.dout.into(), (&stats).into()];
+    batch.dispatch(&stats_pass, &base, &bindings, grid((n_head * quads).div_ceil(64)))?;
+    let key_groups = keys.div_ceil(lanes) * n_kv_head;
+    for lo in (0..n_query).step_by(chunk as usize) {
+        let hi = (lo + chunk).min(n_query);
+        let params = Params { lo, hi, accumulate: (lo > 0) as u32, ..base };
+        let bindings = [
+            b.q.into(),
+            b.k_cache.into(),
+            b.v_cache.into(),
+            b.dout.into(),
+            (&stats).into(),
+            b.dk.into(),
+            b.dv.into(),
+            (&ds).into(),
+        ];
+        let skip = std::env::var("ATT_SKIP").unwrap_or_default();
+        if !skip.contains("kv") {
+        batch.dispatch(&key_pass, &params, &bindings, grid(key_groups))?;
+        }
+        let bindings = [(&ds).into(), b.k_cache.into(), b.dq.into()];
+        if !skip.contains("q") {
+        batch.dispatch(&query_pass, &params, &bindings, grid(((hi - lo) * group).div_ceil(lanes) * n_kv_head))?;
+        }
+    }
+    batch.retain([stats, ds]);
     Ok(())
 }
 

@@ -56,6 +56,25 @@ impl LoraWeights {
         Self::upload(gpu, config, slots, index, &values)
     }
 
+    /// Weights in this type's flat layout (from a checkpoint).
+    pub fn from_flat(gpu: &Gpu, model: &Config, config: &LoraConfig, values: &[f32]) -> Result<LoraWeights, ModelError> {
+        let (slots, index, len) = layout(model, config)?;
+        if values.len() != len {
+            return Err(ModelError::BadConfig(format!(
+                "{} LoRA values given, rank {} on {} needs {len}",
+                values.len(),
+                config.rank,
+                config.targets.iter().map(|t| t.short()).collect::<Vec<_>>().join(",")
+            )));
+        }
+        Self::upload(gpu, config, slots, index, values)
+    }
+
+    /// The flat weight buffer.
+    pub(crate) fn params(&self) -> &Buffer {
+        &self.params
+    }
+
     /// Loads an adapter's weights (to continue training or to run it).
     pub fn from_adapter(gpu: &Gpu, model: &Config, adapter: &Adapter) -> Result<LoraWeights, ModelError> {
         let config = &adapter.config;
@@ -192,21 +211,33 @@ impl LoraWeights {
     }
 
     fn split(&self, values: &[f32], base_name: &str) -> Adapter {
-        let r = self.config.rank;
-        let pairs = self
-            .slots
-            .iter()
-            .map(|s| LoraPair {
-                layer: s.layer,
-                target: s.target,
-                d_in: s.d_in,
-                d_out: s.d_out,
-                a: values[s.a as usize..s.a as usize + r * s.d_in].to_vec(),
-                b: values[s.b as usize..s.b as usize + r * s.d_out].to_vec(),
-            })
-            .collect();
-        Adapter { config: self.config.clone(), base_name: base_name.to_string(), pairs }
+        split(&self.config, &self.slots, values, base_name)
     }
+}
+
+/// An [`Adapter`] from weights in the flat layout (a checkpoint's), on the CPU.
+pub fn adapter_from_flat(model: &Config, config: &LoraConfig, values: &[f32], base_name: &str) -> Result<Adapter, ModelError> {
+    let (slots, _, len) = layout(model, config)?;
+    if values.len() != len {
+        return Err(ModelError::BadConfig(format!("{} LoRA values given, the configuration needs {len}", values.len())));
+    }
+    Ok(split(config, &slots, values, base_name))
+}
+
+fn split(config: &LoraConfig, slots: &[Slot], values: &[f32], base_name: &str) -> Adapter {
+    let r = config.rank;
+    let pairs = slots
+        .iter()
+        .map(|s| LoraPair {
+            layer: s.layer,
+            target: s.target,
+            d_in: s.d_in,
+            d_out: s.d_out,
+            a: values[s.a as usize..s.a as usize + r * s.d_in].to_vec(),
+            b: values[s.b as usize..s.b as usize + r * s.d_out].to_vec(),
+        })
+        .collect();
+    Adapter { config: config.clone(), base_name: base_name.to_string(), pairs }
 }
 
 fn target_pos(t: Target) -> usize {

@@ -10,7 +10,7 @@ mod weights;
 pub use config::{Arch, Config};
 pub use forward::KvCache;
 pub use generate::{GenerateOptions, Generator, StopReason};
-pub use lora::LoraWeights;
+pub use lora::{adapter_from_flat, LoraWeights};
 pub use weights::Model;
 
 use crate::gguf::GgufError;

@@ -2,6 +2,7 @@
 //! sequence's forward and backward (`graph`), the optimizer step ([`Trainer`]), the
 //! learning-rate [`Schedule`] and the loop over a dataset ([`run`]).
 
+pub mod checkpoint;
 mod graph;
 pub mod run;
 mod schedule;
@@ -27,6 +28,8 @@ pub enum TrainError {
     EmptyData(String),
     #[error("sequence of {tokens} tokens is longer than the {max}-token workspace")]
     TooLong { tokens: usize, max: usize },
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     #[error("the loss became {value} at step {step}; the weights are kept as they were after step {last_good}")]
     NonFinite { step: usize, value: f64, last_good: usize },
 }
@@ -47,7 +50,7 @@ impl Sequence<'_> {
 }
 
 /// Optimizer settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OptimizerOptions {
     pub schedule: Schedule,
     pub adamw: AdamW,
@@ -113,6 +116,38 @@ impl<'m> Trainer<'m> {
 
     pub fn into_lora(self) -> LoraWeights {
         self.lora
+    }
+
+    /// The step, weights and AdamW moments, read back from the GPU.
+    pub async fn state(&self, gpu: &Gpu) -> Result<checkpoint::TrainState, TrainError> {
+        let n = self.lora.len();
+        let opt = self.lora.optimizer_state().ok_or_else(|| TrainError::Config("no optimizer state".into()))?;
+        Ok(checkpoint::TrainState {
+            step: self.step,
+            params: gpu.read_f32_prefix(self.lora.params(), n).await?,
+            m: gpu.read_f32_prefix(&opt.m, n).await?,
+            v: gpu.read_f32_prefix(&opt.v, n).await?,
+        })
+    }
+
+    /// A trainer continuing from `state` (weights, moments and step of an earlier run
+    /// with the same LoRA configuration and options).
+    pub fn restore(
+        gpu: &Gpu,
+        model: &'m Model,
+        config: &crate::adapter::LoraConfig,
+        options: OptimizerOptions,
+        state: &checkpoint::TrainState,
+        max_tokens: usize,
+        recompute: bool,
+    ) -> Result<Trainer<'m>, TrainError> {
+        let lora = LoraWeights::from_flat(gpu, &model.config, config, &state.params)?;
+        let mut trainer = Trainer::new(gpu, model, lora, options, max_tokens, recompute)?;
+        let opt = trainer.lora.optimizer_state().ok_or_else(|| TrainError::Config("no optimizer state".into()))?;
+        gpu.write(&opt.m, 0, bytemuck::cast_slice(&state.m))?;
+        gpu.write(&opt.v, 0, bytemuck::cast_slice(&state.v))?;
+        trainer.step = state.step;
+        Ok(trainer)
     }
 
     /// Optimizer steps taken so far.

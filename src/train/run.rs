@@ -31,7 +31,7 @@ pub struct Dataset {
 }
 
 /// How long to train and how to batch.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunOptions {
     pub epochs: usize,
     /// Stop after this many optimizer steps even if epochs remain.
@@ -81,28 +81,18 @@ impl RunOptions {
     }
 }
 
-/// What the loop reports as it goes.
+/// What one step of the loop did.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
-    Step {
-        #[serde(flatten)]
-        stats: StepStats,
-        epoch: f64,
-        total_steps: usize,
-    },
-    Validation {
-        step: usize,
-        val_loss: f64,
-    },
-}
-
-/// Whether the loop goes on after an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    Continue,
-    /// Pause or cancel: return after this step (the caller keeps the state).
-    Stop,
+pub struct Report {
+    #[serde(flatten)]
+    pub stats: StepStats,
+    /// Epochs done, fractional.
+    pub epoch: f64,
+    pub total_steps: usize,
+    /// The validation loss, on the steps that compute it.
+    pub val_loss: Option<f64>,
+    /// The validation loss stopped improving: the run ends here.
+    pub early_stop: bool,
 }
 
 /// How a run ended.
@@ -120,65 +110,129 @@ pub struct RunSummary {
     pub interrupted: bool,
 }
 
-/// Trains from the trainer's current step to the end of the plan.
+/// The loop, one optimizer step per [`Runner::next`] call, so the caller can pause,
+/// checkpoint or report between steps. It holds no GPU state: the trainer and the
+/// data are passed to each call.
+pub struct Runner {
+    options: RunOptions,
+    summary: RunSummary,
+    stale: usize,
+}
+
+impl Runner {
+    /// Continues from the trainer's step; `best_val_loss` from a checkpoint keeps early
+    /// stopping's memory across a resume.
+    pub fn new(options: RunOptions, best_val_loss: Option<f64>) -> Runner {
+        let summary = RunSummary {
+            steps: 0,
+            last_loss: None,
+            base_val_loss: None,
+            val_loss: None,
+            best_val_loss,
+            early_stopped: false,
+            interrupted: false,
+        };
+        Runner { options, summary, stale: 0 }
+    }
+
+    pub fn options(&self) -> &RunOptions {
+        &self.options
+    }
+
+    pub fn summary(&self) -> &RunSummary {
+        &self.summary
+    }
+
+    /// The validation loss of the weights as they are (the base model before the
+    /// first step), kept as the summary's base loss when no step was taken yet.
+    pub async fn validate(&mut self, trainer: &Trainer<'_>, gpu: &Gpu, data: &Dataset) -> Result<Option<f64>, TrainError> {
+        let val: Vec<Sequence<'_>> = data.validation.iter().map(Tokens::sequence).collect();
+        let loss = if val.is_empty() { None } else { trainer.evaluate(gpu, &val).await? };
+        if trainer.steps_done() == 0 {
+            self.summary.base_val_loss = loss;
+        }
+        Ok(loss)
+    }
+
+    /// Takes the next optimizer step; None when the plan is done or early stopping
+    /// ended it. `force_eval` computes the validation loss on this step (e.g. before
+    /// a pause).
+    pub async fn next(
+        &mut self,
+        trainer: &mut Trainer<'_>,
+        gpu: &Gpu,
+        data: &Dataset,
+        force_eval: bool,
+    ) -> Result<Option<Report>, TrainError> {
+        let n = data.train.len();
+        if n == 0 {
+            return Err(TrainError::EmptyData("the training split has no examples".into()));
+        }
+        let total = self.options.total_steps(n);
+        let step = trainer.steps_done();
+        if step >= total || self.summary.early_stopped {
+            return Ok(None);
+        }
+        let seqs: Vec<Sequence<'_>> =
+            self.options.batch_indices(n, step).into_iter().map(|i| data.train[i].sequence()).collect();
+        let stats = trainer.step(gpu, &seqs).await?;
+        self.summary.steps = stats.step;
+        self.summary.last_loss = Some(stats.loss);
+        let last = stats.step == total;
+        let due = self.options.eval_every > 0 && stats.step % self.options.eval_every == 0;
+        let mut report = Report {
+            stats,
+            epoch: stats.step as f64 / n.div_ceil(self.options.per_step()) as f64,
+            total_steps: total,
+            val_loss: None,
+            early_stop: false,
+        };
+        if !data.validation.is_empty() && (due || last || force_eval) {
+            report.val_loss = self.validate(trainer, gpu, data).await?;
+            if let Some(v) = report.val_loss {
+                self.summary.val_loss = Some(v);
+                if self.summary.best_val_loss.is_none_or(|b| v < b) {
+                    self.summary.best_val_loss = Some(v);
+                    self.stale = 0;
+                } else {
+                    self.stale += 1;
+                }
+                if self.options.patience.is_some_and(|p| self.stale >= p) && !last {
+                    self.summary.early_stopped = true;
+                    report.early_stop = true;
+                }
+            }
+        }
+        Ok(Some(report))
+    }
+}
+
+/// Whether the loop goes on after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    /// Pause or cancel: return after this step (the caller keeps the state).
+    Stop,
+}
+
+/// Trains from the trainer's current step to the end of the plan (the base model's
+/// validation loss first, on a fresh run), calling `on_step` after each step.
 pub async fn run(
     trainer: &mut Trainer<'_>,
     gpu: &Gpu,
     data: &Dataset,
     options: &RunOptions,
-    mut on_event: impl FnMut(&Event) -> Control,
+    mut on_step: impl FnMut(&Report) -> Control,
 ) -> Result<RunSummary, TrainError> {
-    let n = data.train.len();
-    if n == 0 {
-        return Err(TrainError::EmptyData("the training split has no examples".into()));
+    let mut runner = Runner::new(options.clone(), None);
+    if trainer.steps_done() == 0 {
+        runner.validate(trainer, gpu, data).await?;
     }
-    let total = options.total_steps(n);
-    let val: Vec<Sequence<'_>> = data.validation.iter().map(Tokens::sequence).collect();
-    let mut summary = RunSummary {
-        steps: trainer.steps_done(),
-        last_loss: None,
-        base_val_loss: None,
-        val_loss: None,
-        best_val_loss: None,
-        early_stopped: false,
-        interrupted: false,
-    };
-    if trainer.steps_done() == 0 && !val.is_empty() {
-        summary.base_val_loss = trainer.evaluate(gpu, &val).await?;
-    }
-    let mut stale = 0;
-    for step in trainer.steps_done()..total {
-        let seqs: Vec<Sequence<'_>> =
-            options.batch_indices(n, step).into_iter().map(|i| data.train[i].sequence()).collect();
-        let stats = trainer.step(gpu, &seqs).await?;
-        summary.steps = stats.step;
-        summary.last_loss = Some(stats.loss);
-        let epoch = stats.step as f64 / n.div_ceil(options.per_step()) as f64;
-        let mut control = on_event(&Event::Step { stats, epoch, total_steps: total });
-        let last = stats.step == total;
-        let due = options.eval_every > 0 && stats.step % options.eval_every == 0;
-        if !val.is_empty() && (due || last || control == Control::Stop) {
-            if let Some(val_loss) = trainer.evaluate(gpu, &val).await? {
-                summary.val_loss = Some(val_loss);
-                if summary.best_val_loss.is_none_or(|b| val_loss < b) {
-                    summary.best_val_loss = Some(val_loss);
-                    stale = 0;
-                } else {
-                    stale += 1;
-                }
-                if on_event(&Event::Validation { step: stats.step, val_loss }) == Control::Stop {
-                    control = Control::Stop;
-                }
-                if options.patience.is_some_and(|p| stale >= p) && !last {
-                    summary.early_stopped = true;
-                    break;
-                }
-            }
-        }
-        if control == Control::Stop && !last {
-            summary.interrupted = true;
+    while let Some(report) = runner.next(trainer, gpu, data, false).await? {
+        if on_step(&report) == Control::Stop && report.stats.step < report.total_steps && !report.early_stop {
+            runner.summary.interrupted = true;
             break;
         }
     }
-    Ok(summary)
+    Ok(runner.summary)
 }
