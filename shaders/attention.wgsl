@@ -282,7 +282,8 @@ fn attention_forward_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
     }
 }
 
-// ---- Backward, two passes that recompute P from lse rather than store it:
+// ---- Backward (portable; the subgroup backward is in attention_backward.wgsl), two
+// passes that recompute P from lse rather than store it:
 // attention_backward_query, parallel over query rows, writes dq and each row's (lse, D)
 // to `stats`; attention_backward_kv, parallel over keys, reads them and writes dk and dv.
 // Every thread owns the gradient rows it writes (a kv head's dk, dv row sums over its

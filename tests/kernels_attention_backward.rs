@@ -193,13 +193,37 @@ fn attention_backward_matches_cpu() -> Result<(), GpuError> {
             shape(67, 70, 4, 1, 64), // a prefix past one key block
             shape(9, 0, 2, 2, 72),   // head dim not a multiple of 16: the column remainder
             shape(33, 5, 6, 2, 80),  // 24 keys per tile
+            shape(21, 6, 6, 3, 32),  // subgroup path: rows of one piece of 8 vec4s
+            shape(19, 2, 4, 2, 128), // and of four
         ];
         for s in shapes {
             check(&gpu, &mut rng, s).await?;
         }
-        // The browser's forward (no subgroups) writes out and lse by other kernels.
+        // The browser's forward (no subgroups) writes out and lse by other kernels, and
+        // the subgroup backward is refused there.
         let portable = Gpu::new(GpuOptions { subgroups: false }).await?;
-        check(&portable, &mut rng, shape(67, 3, 9, 3, 64)).await
+        assert!(subgroup_lanes(&portable, 64).is_none());
+        check(&portable, &mut rng, shape(67, 3, 9, 3, 64)).await?;
+        let b = |n: u64| portable.buffer("b", 4 * n);
+        let (qn, kn) = (2 * 2 * 64, 2 * 64);
+        let (q, k, v, out, dout, lse, dq, dk, dv) =
+            (b(qn)?, b(kn)?, b(kn)?, b(qn)?, b(qn)?, b(4)?, b(qn)?, b(kn)?, b(kn)?);
+        let buffers = BackwardBuffers {
+            q: &q,
+            k_cache: &k,
+            v_cache: &v,
+            out: &out,
+            dout: &dout,
+            lse: &lse,
+            dq: &dq,
+            dk: &dk,
+            dv: &dv,
+        };
+        let mut batch = portable.batch();
+        let refused =
+            attention_backward_path(&mut batch, buffers, shape(2, 0, 2, 1, 64), AttentionBackwardPath::Subgroup).await;
+        assert!(matches!(refused, Err(GpuError::Shape { .. })), "{refused:?}");
+        Ok(())
     })
 }
 
@@ -309,6 +333,25 @@ fn attention_backward_splits_long_spans() -> Result<(), GpuError> {
     })
 }
 
+/// The subgroup backward splits queries into chunks whose dS fits its 32 MiB scratch:
+/// here two, the second of 149 queries, with a cache prefix. Sampled rows on both sides
+/// of the split, and keys seen only by the second chunk.
+#[test]
+fn attention_backward_subgroup_chunks() -> Result<(), GpuError> {
+    pollster::block_on(async {
+        let gpu = gradcheck::gpu().await?;
+        let mut rng = StdRng::seed_from_u64(37);
+        let s = shape(301, 150, 64, 4, 32);
+        assert!(64 * 301 * 451 * 4 > 32 << 20);
+        let r = run(&gpu, &mut rng, s, &paths(&gpu, 32)).await?;
+        assert_eq!(r.grads.len(), 3);
+        let query_rows = [(0, 0), (3, 17), (151, 63), (152, 5), (153, 30), (300, 0), (300, 63)];
+        let key_rows = [(0, 0), (149, 1), (150, 2), (301, 3), (302, 0), (303, 1), (449, 2), (450, 3)];
+        check_sampled(s, &r, &query_rows, &key_rows);
+        Ok(())
+    })
+}
+
 #[test]
 fn attention_backward_checks_arguments() -> Result<(), GpuError> {
     pollster::block_on(async {
@@ -375,8 +418,9 @@ fn attention_backward_timing() -> Result<(), GpuError> {
             let mut times = vec![Vec::new(); 3];
             let mut cpus = vec![Vec::new(); 3];
             for round in 0..6 {
-                for (i, path) in
-                    [None, Some(AttentionBackwardPath::Tiled), Some(AttentionBackwardPath::Subgroup)].into_iter().enumerate()
+                for (i, path) in [None, Some(AttentionBackwardPath::Tiled), Some(AttentionBackwardPath::Subgroup)]
+                    .into_iter()
+                    .enumerate()
                 {
                     if i == 1 && std::env::var("NOTILED").is_ok() {
                         continue;
@@ -395,13 +439,19 @@ fn attention_backward_timing() -> Result<(), GpuError> {
                     }
                 }
             }
-            for ((name, mut t), mut c) in ["forward", "backward Tiled", "backward Subgroup"].into_iter().zip(times).zip(cpus) {
+            for ((name, mut t), mut c) in
+                ["forward", "backward Tiled", "backward Subgroup"].into_iter().zip(times).zip(cpus)
+            {
                 if t.is_empty() {
                     continue;
                 }
                 t.sort_by(f64::total_cmp);
                 c.sort_by(f64::total_cmp);
-                eprintln!("n_query {n} {name}: median {:.1} ms (cpu {:.1} ms), all {t:.1?}", t[t.len() / 2], c[c.len() / 2]);
+                eprintln!(
+                    "n_query {n} {name}: median {:.1} ms (cpu {:.1} ms), all {t:.1?}",
+                    t[t.len() / 2],
+                    c[c.len() / 2]
+                );
             }
         }
         Ok(())

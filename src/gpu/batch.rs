@@ -138,6 +138,14 @@ impl<'g> Batch<'g> {
         Ok(())
     }
 
+    /// Submits what is recorded so far and goes on recording into a fresh batch: the
+    /// scratch buffers retained until now return to the pool, so a long graph split
+    /// at its layers needs one layer's scratch at a time.
+    pub fn flush(&mut self) -> Result<(), GpuError> {
+        let next = self.gpu().batch();
+        std::mem::replace(self, next).submit()
+    }
+
     /// Encodes and submits everything; device errors raised by it come back here.
     pub fn submit(self) -> Result<(), GpuError> {
         if self.ops.is_empty() {

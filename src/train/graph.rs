@@ -234,6 +234,7 @@ impl Pass<'_> {
         for i in 0..c.n_layers {
             batch.copy(&ws.x, 0, &ws.inputs[i], 0, (self.tokens * c.hidden * 4) as u64)?;
             self.layer_forward(batch, i).await?;
+            batch.flush()?;
         }
         rmsnorm::rmsnorm_forward(batch, &ws.x, &self.model.output_norm, &ws.xnf, &ws.rstdf, t, c.hidden as u32, c.rms_eps)
             .await?;
@@ -358,6 +359,7 @@ impl Pass<'_> {
             cross_entropy::cross_entropy_backward(batch, &ws.logits, &ws.targets, &ws.mask, &ws.ce_lse, &ws.totals, chunk, scale)
                 .await?;
             matmul::matmul_input_grad(batch, &ws.logits, rows as u32, head, start..start + rows, &g.dxn, t, n > 0).await?;
+            batch.flush()?;
         }
         let d = c.hidden as u32;
         rmsnorm::rmsnorm_backward(batch, &ws.x, &self.model.output_norm, &ws.rstdf, &g.dxn, &g.dh, t, d, false).await?;
@@ -367,6 +369,7 @@ impl Pass<'_> {
                 self.layer_forward(batch, i).await?;
             }
             self.layer_backward(batch, i).await?;
+            batch.flush()?;
         }
         Ok(())
     }
