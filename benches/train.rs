@@ -1,6 +1,7 @@
 //! LoRA training speed and memory on SmolLM2-135M (rank 16, alpha 32, all seven
 //! projections, AdamW with clipping), next to PyTorch + PEFT on this CPU measured in
-//! the same run (scripts/bench/peft_train.py) and numpy's sgemm as the ceiling.
+//! the same run (scripts/bench/peft_train.py), burn + burn-wgpu on the same device when
+//! benches/burn-peer is built, and numpy's sgemm as the ceiling.
 //!
 //! `cargo bench --bench train`; TRAIN_SEQ (256), TRAIN_BATCH (4), TRAIN_STEPS (3),
 //! TRAIN_RECOMPUTE (0) change the configuration; CLASSTUNE_MODEL the model.
@@ -60,6 +61,37 @@ fn peft_peer(model: &std::path::Path, seq: usize, batch: usize) -> Option<f64> {
     let line = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(line.lines().last()?).ok()?;
     v["tokens_per_s"].as_f64()
+}
+
+/// The burn + burn-wgpu peer (benches/burn-peer, built on its own): tokens/s and its
+/// step-0 loss, or why not. BURN_PEER names the binary when it is not in the default place.
+fn burn_peer(model: &std::path::Path, seq: usize, batch: usize, steps: usize) -> Result<(f64, f64), String> {
+    let bin = std::env::var_os("BURN_PEER")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/burn-peer/target/release/burn-peer"));
+    if !bin.exists() {
+        return Err(format!(
+            "not built ({} missing): cargo build --release --manifest-path benches/burn-peer/Cargo.toml",
+            bin.display()
+        ));
+    }
+    let out = Command::new(&bin)
+        .env("CLASSTUNE_MODEL", model)
+        .env("TRAIN_SEQ", seq.to_string())
+        .env("TRAIN_BATCH", batch.to_string())
+        .env("TRAIN_STEPS", steps.to_string())
+        .output()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    if !out.status.success() {
+        return Err(format!("failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).map_err(|e| format!("unreadable output: {e}"))?;
+    match (v["tokens_per_s"].as_f64(), v["loss_step0"].as_f64()) {
+        (Some(rate), Some(loss)) => Ok((rate, loss)),
+        _ => Err(format!("unexpected output: {stdout}")),
+    }
 }
 
 /// Matmul FLOPs of one training pass over `t` tokens with frozen base weights: the
@@ -123,7 +155,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         gpu.describe(),
         trainer.lora().len()
     );
-    trainer.step(&gpu, &seqs).await?; // warm-up: pipelines compile
+    let warm_up = trainer.step(&gpu, &seqs).await?; // warm-up: pipelines compile
     let mut rates = Vec::new();
     for _ in 0..steps {
         let t = Instant::now();
@@ -153,6 +185,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Some(peer) => println!("PyTorch + PEFT:  {peer:.1} tok/s on 2 CPU threads (same run); ours / peer = {:.2}", ours / peer),
         None => println!("PyTorch + PEFT peer unavailable (pip install torch transformers peft gguf)"),
     }
-    println!("burn + burn-wgpu peer: not built yet (see docs/benchmarks.md)");
+    match burn_peer(&path, seq, batch, steps) {
+        Ok((peer, loss)) => println!(
+            "burn + burn-wgpu: {peer:.1} tok/s (same device, f32 base; step-0 loss {loss:.3}, ours {:.3}); ours / burn = {:.2}",
+            warm_up.loss,
+            ours / peer
+        ),
+        Err(why) => println!("burn + burn-wgpu peer {why}"),
+    }
     Ok(())
 }

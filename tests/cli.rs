@@ -208,7 +208,7 @@ fn train_pause_resume_export_and_score_with_the_adapter() {
     }
     assert_eq!(std::fs::read(exported.join("adapter_model.safetensors")).unwrap(), want);
     assert_eq!(std::fs::read(exported.join("adapter.gguf")).unwrap(), std::fs::read(straight.join("adapter.gguf")).unwrap());
-    let merged = std::fs::read(exported.join("merged-q8_0.gguf")).unwrap();
+    let merged = std::fs::read(exported.join("merged/merged-q8_0.gguf")).unwrap();
     Gguf::parse(&merged, merged.len() as u64).unwrap();
     let wrong = classtune(&["export", "--model", &tiny("tiny-qwen2.gguf"), "--checkpoint", &ckpt, "--format", "peft", "--out", "/tmp/x"]);
     assert!(!wrong.status.success() && String::from_utf8_lossy(&wrong.stderr).contains("was trained on"));

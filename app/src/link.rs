@@ -1,5 +1,7 @@
 //! The page's handle on the engine worker: spawn it, post [`ToWorker`] requests, get
-//! every [`FromWorker`] reply in one callback.
+//! every [`FromWorker`] reply in one callback. Also the wire format both sides use:
+//! the JSON text alone, or `[text, ArrayBuffer...]` when a message carries payloads
+//! (the buffers are transferred, not copied).
 
 use wasm_bindgen::prelude::*;
 use web_sys::{Event, MessageEvent, Worker, WorkerOptions};
@@ -30,16 +32,16 @@ impl EngineLink {
 
         let (handler_link, handler_reply) = (link.clone(), on_reply.clone());
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
-            let reply = match event.data().as_string() {
-                Some(text) => FromWorker::decode(&text).unwrap_or_else(|e| FromWorker::Error {
+            let reply = from_wire(event.data())
+                .and_then(|(text, payloads)| {
+                    let mut reply = FromWorker::decode(&text).map_err(|e| e.to_string())?;
+                    reply.attach(payloads)?;
+                    Ok(reply)
+                })
+                .unwrap_or_else(|message| FromWorker::Error {
                     request: "decode".into(),
-                    message: format!("unreadable reply from the worker: {e}"),
-                }),
-                None => FromWorker::Error {
-                    request: "decode".into(),
-                    message: "the worker sent a non-text message".into(),
-                },
-            };
+                    message: format!("unreadable reply from the worker: {message}"),
+                });
             handler_reply(&handler_link, reply);
         });
         link.worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
@@ -60,10 +62,45 @@ impl EngineLink {
 
     /// Posts one request to the worker.
     pub fn send(&self, request: &ToWorker) {
-        if let Err(e) = self.worker.post_message(&JsValue::from_str(&request.encode())) {
+        let (message, transfer) = to_wire(&request.encode(), &request.payloads());
+        let posted = match transfer {
+            Some(transfer) => self.worker.post_message_with_transfer(&message, &transfer),
+            None => self.worker.post_message(&message),
+        };
+        if let Err(e) = posted {
             web_sys::console::error_1(&format!("posting {} failed: {}", request.name(), describe(e)).into());
         }
     }
+}
+
+/// A message as posted: the text alone, or `[text, buffer...]` with the buffers to
+/// transfer.
+pub fn to_wire(text: &str, payloads: &[&[u8]]) -> (JsValue, Option<js_sys::Array>) {
+    if payloads.is_empty() {
+        return (JsValue::from_str(text), None);
+    }
+    let message = js_sys::Array::of1(&JsValue::from_str(text));
+    let transfer = js_sys::Array::new();
+    for bytes in payloads {
+        let buffer = js_sys::Uint8Array::from(*bytes).buffer();
+        message.push(&buffer);
+        transfer.push(&buffer);
+    }
+    (message.into(), Some(transfer))
+}
+
+/// The text and payloads of a posted message.
+pub fn from_wire(data: JsValue) -> Result<(String, Vec<Vec<u8>>), String> {
+    if let Some(text) = data.as_string() {
+        return Ok((text, Vec::new()));
+    }
+    if !js_sys::Array::is_array(&data) {
+        return Err("neither text nor [text, buffers]".into());
+    }
+    let parts = js_sys::Array::from(&data);
+    let text = parts.get(0).as_string().ok_or("the message array does not start with its text")?;
+    let payloads = (1..parts.length()).map(|i| js_sys::Uint8Array::new(&parts.get(i)).to_vec()).collect();
+    Ok((text, payloads))
 }
 
 fn describe(value: JsValue) -> String {

@@ -36,8 +36,10 @@ impl Format {
         match self {
             Format::Peft => dir.to_path_buf(),
             Format::GgufLora => dir.join("adapter.gguf"),
-            Format::Merged(MergeType::F16) => dir.join("merged-f16.gguf"),
-            Format::Merged(MergeType::Q8_0) => dir.join("merged-q8_0.gguf"),
+            // A folder of its own: next to adapter_config.json, transformers would take
+            // the GGUF for an adapter and look for the base model online.
+            Format::Merged(MergeType::F16) => dir.join("merged").join("merged-f16.gguf"),
+            Format::Merged(MergeType::Q8_0) => dir.join("merged").join("merged-q8_0.gguf"),
         }
     }
 }
@@ -47,6 +49,9 @@ impl Format {
 pub fn write(format: Format, adapter: &Adapter, gguf: &Gguf, base_bytes: &[u8], dir: &Path) -> Result<PathBuf> {
     let path = format.target(dir);
     let config = Config::from_gguf(gguf)?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     match format {
         Format::Peft => adapter::write_peft_dir(dir, &adapter::to_peft(adapter, &config)?)?,

@@ -229,29 +229,30 @@ pub async fn attention_forward_path(
     }
     let group = n_head / n_kv_head;
     // Counts fit u32: q fits one binding, so n_query * n_head < 2^25.
-    let (kernel, groups) =
-        match (chosen, lanes) {
-            (AttentionPath::Subgroup, Some(sg)) => (
-                Kernel::new("attention", module(true), "attention_forward_subgroup")
-                    .with("SG", format!("{sg}u"))
-                    .with_subgroups(),
-                (n_query * group).div_ceil(sg) * n_kv_head,
-            ),
-            (AttentionPath::Subgroup, None) => return Err(GpuError::shape(
+    let (kernel, groups) = match (chosen, lanes) {
+        (AttentionPath::Subgroup, Some(sg)) => (
+            Kernel::new("attention", module(true), "attention_forward_subgroup")
+                .with("SG", format!("{sg}u"))
+                .with_subgroups(),
+            (n_query * group).div_ceil(sg) * n_kv_head,
+        ),
+        (AttentionPath::Subgroup, None) => {
+            return Err(GpuError::shape(
                 NAME,
                 format!(
                     "the subgroup path needs a fixed subgroup of 4 or 8 lanes dividing head_dim / 4 ({head_dim}); {}",
                     gpu.describe()
                 ),
-            )),
-            (AttentionPath::Decode, _) => {
-                (Kernel::new("attention", module(false), "attention_forward_decode"), n_query * n_head)
-            }
-            _ => (
-                Kernel::new("attention", module(false), "attention_forward"),
-                (n_query * group).div_ceil(TILE_ROWS) * n_kv_head,
-            ),
-        };
+            ))
+        }
+        (AttentionPath::Decode, _) => {
+            (Kernel::new("attention", module(false), "attention_forward_decode"), n_query * n_head)
+        }
+        _ => (
+            Kernel::new("attention", module(false), "attention_forward"),
+            (n_query * group).div_ceil(TILE_ROWS) * n_kv_head,
+        ),
+    };
     // Both constants are needed by every portable entry: the module declares both
     // paths' storage.
     let kernel = kernel.with("HEAD_DIM", format!("{head_dim}u")).with("BK", format!("{}u", keys_per_tile(head_dim)));
@@ -674,6 +675,30 @@ mod tests {
             super::super::wgsl_struct_bytes(super::SOURCE, "Params"),
             Some(std::mem::size_of::<super::Params>())
         );
+    }
+
+    /// Subgroup backward chunks: SmolLM2 at 1024 queries in two halves (dS of 9 heads ×
+    /// 1024 × 1024 is past 32 MiB), at 256 in one; none for rows of more than eight
+    /// pieces or a query pass past the loop budget.
+    #[test]
+    fn subgroup_backward_chunks() {
+        let shape = |n_query, past_len, n_head, n_kv_head, head_dim| super::AttentionShape {
+            n_query,
+            past_len,
+            n_head,
+            n_kv_head,
+            head_dim,
+        };
+        let limit = 128 << 20;
+        assert_eq!(super::subgroup_chunk(&shape(1024, 0, 9, 3, 64), 8, limit), Some(512));
+        assert_eq!(super::subgroup_chunk(&shape(256, 0, 9, 3, 64), 8, limit), Some(256));
+        assert_eq!(super::subgroup_chunk(&shape(301, 150, 64, 4, 32), 8, limit), Some(152));
+        assert_eq!(super::subgroup_chunk(&shape(301, 150, 64, 4, 32), 8, 1 << 20), Some(8));
+        assert_eq!(super::subgroup_chunk(&shape(301, 150, 64, 4, 32), 8, 1 << 16), None);
+        assert_eq!(super::subgroup_chunk(&shape(8, 0, 2, 1, 256), 4, limit), None);
+        assert_eq!(super::subgroup_chunk(&shape(8, 0, 2, 1, 256), 8, limit), Some(8));
+        assert_eq!(super::subgroup_chunk(&shape(4, 250_000, 1, 1, 64), 8, u64::MAX), None);
+        assert_eq!(super::subgroup_chunk(&shape(4, 200_000, 1, 1, 64), 8, u64::MAX), Some(4));
     }
 
     /// The training shapes run as one dispatch per pass, with room to spare.

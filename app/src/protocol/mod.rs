@@ -1,14 +1,27 @@
 //! Messages between the page and the engine worker.
 //!
 //! The page never touches the GPU: it posts a [`ToWorker`] and renders the
-//! [`FromWorker`] replies. Both travel as JSON strings through `postMessage`, so the
+//! [`FromWorker`] replies. Both travel as JSON text through `postMessage`, so the
 //! types here are plain serde data with no engine or wgpu types in them, and the
-//! round trip is tested natively.
+//! round trip is tested natively. Bulk bytes (course files in, exported adapters out)
+//! are not JSON: they travel beside the text as transferred `ArrayBuffer`s, in the
+//! order [`ToWorker::payloads`] / [`FromWorker::payloads`] list them, and are put
+//! back with `attach` (a message is a JS array `[text, buffer...]` then, otherwise
+//! just the text).
 //!
 //! [`ToWorker::Logits`] exists for the end-to-end test that compares the browser's
 //! logits with the native CLI's (`tests/e2e/model.test.mjs`); the page never sends it.
 
+mod train;
+#[cfg(test)]
+mod tests;
+
 use serde::{Deserialize, Serialize};
+
+pub use train::{
+    CourseFile, CourseReport, DataSettings, ExportFormat, FileReport, Role, StepProgress, TrainPhase, TrainPreset,
+    TrainSettings, TrainingPlan, TARGETS,
+};
 
 /// A request from the page to the worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +40,24 @@ pub enum ToWorker {
     /// cache) with the model at `source` (loaded unless it is the current one);
     /// answered with [`FromWorker::Logits`].
     Logits { source: ModelSource, ids: Vec<u32> },
+    /// Add course files (a file of the same name is replaced) and prepare the whole
+    /// course with `data`; answered with [`FromWorker::Course`].
+    AddCourseFiles { files: Vec<CourseFile>, data: DataSettings },
+    /// Drop a course file and prepare the rest again.
+    RemoveCourseFile { name: String, data: DataSettings },
+    /// Prepare the course again with other settings (role, redaction, length).
+    PrepareCourse { data: DataSettings },
+    /// Train a new adapter from scratch on the course: [`FromWorker::Training`] as it
+    /// moves through its phases and one [`FromWorker::Progress`] per step.
+    StartTraining { data: DataSettings, train: TrainSettings },
+    /// Stop after the current step, keeping everything needed to resume.
+    PauseTraining,
+    /// Continue a paused run where it stopped.
+    ResumeTraining,
+    /// End the run after the current step; the adapter keeps what it learned so far.
+    CancelTraining,
+    /// The trained adapter (or the run's checkpoint) as a file: [`FromWorker::Exported`].
+    Export { format: ExportFormat },
 }
 
 /// Where a model comes from. Files the teacher picks are first written to OPFS by
@@ -49,11 +80,27 @@ pub struct GenerateSettings {
     pub top_k: u32,
     pub top_p: f32,
     pub seed: u64,
+    /// Generate with the trained adapter applied (false: the base model).
+    #[serde(default)]
+    pub adapter: bool,
+    /// A system message before the prompt (chat only), e.g. the role's prompt the
+    /// adapter was trained with.
+    #[serde(default)]
+    pub system: Option<String>,
 }
 
 impl Default for GenerateSettings {
     fn default() -> Self {
-        GenerateSettings { chat: true, max_tokens: 128, temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 }
+        GenerateSettings {
+            chat: true,
+            max_tokens: 128,
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+            adapter: false,
+            system: None,
+        }
     }
 }
 
@@ -76,6 +123,20 @@ pub enum FromWorker {
     Done { id: u32, tokens: u32, prompt_tokens: u32, tokens_per_second: f32, seconds: f32, stop: StopReason },
     /// Answer to [`ToWorker::Logits`]: `logits` is [ids × vocab], row-major.
     Logits { vocab: u32, logits: Vec<f32> },
+    /// The course as prepared for training: per-file status, counts, a preview.
+    Course(CourseReport),
+    /// The training run changed phase.
+    Training(TrainingPlan),
+    /// One optimizer step of the running training.
+    Progress(StepProgress),
+    /// An exported file; its bytes travel as the message's payload.
+    Exported {
+        format: ExportFormat,
+        file_name: String,
+        mime: String,
+        #[serde(skip)]
+        bytes: Vec<u8>,
+    },
     /// A request failed; `request` names which one.
     Error { request: String, message: String },
 }
@@ -137,7 +198,7 @@ pub struct ModelReport {
 }
 
 impl ToWorker {
-    /// The JSON text posted to the worker.
+    /// The JSON text posted to the worker (payloads go beside it).
     pub fn encode(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
@@ -152,97 +213,66 @@ impl ToWorker {
             ToWorker::Generate { .. } => "generate",
             ToWorker::Cancel { .. } => "cancel",
             ToWorker::Logits { .. } => "logits",
+            ToWorker::AddCourseFiles { .. } => "add_course_files",
+            ToWorker::RemoveCourseFile { .. } => "remove_course_file",
+            ToWorker::PrepareCourse { .. } => "prepare_course",
+            ToWorker::StartTraining { .. } => "start_training",
+            ToWorker::PauseTraining => "pause_training",
+            ToWorker::ResumeTraining => "resume_training",
+            ToWorker::CancelTraining => "cancel_training",
+            ToWorker::Export { .. } => "export",
+        }
+    }
+    /// The bytes that travel beside the JSON text, in order.
+    pub fn payloads(&self) -> Vec<&[u8]> {
+        match self {
+            ToWorker::AddCourseFiles { files, .. } => files.iter().map(|f| f.bytes.as_slice()).collect(),
+            _ => Vec::new(),
+        }
+    }
+    /// Puts the payloads back after [`ToWorker::decode`].
+    pub fn attach(&mut self, payloads: Vec<Vec<u8>>) -> Result<(), String> {
+        match self {
+            ToWorker::AddCourseFiles { files, .. } if files.len() == payloads.len() => {
+                for (file, bytes) in files.iter_mut().zip(payloads) {
+                    file.bytes = bytes;
+                }
+                Ok(())
+            }
+            ToWorker::AddCourseFiles { files, .. } => {
+                Err(format!("{} course files but {} payloads", files.len(), payloads.len()))
+            }
+            _ if payloads.is_empty() => Ok(()),
+            other => Err(format!("{} carries no payload, got {}", other.name(), payloads.len())),
         }
     }
 }
 
 impl FromWorker {
-    /// The JSON text posted to the page.
+    /// The JSON text posted to the page (payloads go beside it).
     pub fn encode(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
     pub fn decode(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_round_trip() {
-        let requests = [
-            ToWorker::Probe,
-            ToWorker::LoadModel { source: ModelSource::Url { path: "models/m.gguf".into() } },
-            ToWorker::LoadModel { source: ModelSource::Opfs { name: "picked.gguf".into() } },
-            ToWorker::Generate { id: 3, prompt: "Hi \"there\"\n".into(), settings: GenerateSettings::default() },
-            ToWorker::Cancel { id: 3 },
-            ToWorker::Logits { source: ModelSource::Url { path: "t/tiny.gguf".into() }, ids: vec![1, 2, 3] },
-        ];
-        for request in requests {
-            assert_eq!(ToWorker::decode(&request.encode()).unwrap(), request);
-        }
-        assert_eq!(ToWorker::Probe.encode(), r#"{"type":"probe"}"#);
-        // The shape the end-to-end tests post by hand.
-        let logits = r#"{"type":"logits","source":{"kind":"url","path":"x.gguf"},"ids":[4,5]}"#;
-        assert_eq!(
-            ToWorker::decode(logits).unwrap(),
-            ToWorker::Logits { source: ModelSource::Url { path: "x.gguf".into() }, ids: vec![4, 5] }
-        );
-    }
-
-    #[test]
-    fn replies_round_trip() {
-        let limits = GpuLimits {
-            max_storage_buffer_binding_size: 128 << 20,
-            max_buffer_size: 256 << 20,
-            max_compute_workgroup_storage_size: 16384,
-            max_compute_invocations_per_workgroup: 256,
-            max_storage_buffers_per_shader_stage: 8,
-        };
-        let replies = [
-            FromWorker::Ready,
-            FromWorker::Gpu(GpuReport {
-                description: " (BrowserWebGpu, Cpu)".into(),
-                vendor: "google".into(),
-                architecture: "swiftshader".into(),
-                software: true,
-                subgroups: false,
-                limits,
-                self_test: true,
-            }),
-            FromWorker::GpuUnavailable { message: "no adapter".into() },
-            FromWorker::Token { id: 1, text: "é🙂".into() },
-            FromWorker::ModelLoaded(ModelReport {
-                name: "SmolLM2".into(),
-                architecture: "llama".into(),
-                parameters: 134_515_008,
-                quantization: "Q4_1".into(),
-                gpu_bytes: 90 << 20,
-                vocab: 49152,
-                context: 8192,
-                load_seconds: 1.5,
-            }),
-            FromWorker::Done {
-                id: 1,
-                tokens: 5,
-                prompt_tokens: 30,
-                tokens_per_second: 2.5,
-                seconds: 3.0,
-                stop: StopReason::MaxTokens,
-            },
-            FromWorker::Logits { vocab: 2, logits: vec![0.5, -1.25e-7, 3.0, f32::MAX] },
-            FromWorker::Error { request: "generate".into(), message: "not yet".into() },
-        ];
-        for reply in replies {
-            assert_eq!(FromWorker::decode(&reply.encode()).unwrap(), reply);
+    /// The bytes that travel beside the JSON text, in order.
+    pub fn payloads(&self) -> Vec<&[u8]> {
+        match self {
+            FromWorker::Exported { bytes, .. } => vec![bytes.as_slice()],
+            _ => Vec::new(),
         }
     }
-
-    #[test]
-    fn unknown_messages_are_errors() {
-        assert!(ToWorker::decode(r#"{"type":"format_disk"}"#).is_err());
-        assert!(FromWorker::decode("not json").is_err());
+    /// Puts the payloads back after [`FromWorker::decode`].
+    pub fn attach(&mut self, mut payloads: Vec<Vec<u8>>) -> Result<(), String> {
+        match self {
+            FromWorker::Exported { bytes, .. } if payloads.len() == 1 => {
+                *bytes = payloads.remove(0);
+                Ok(())
+            }
+            FromWorker::Exported { .. } => Err(format!("an export needs 1 payload, got {}", payloads.len())),
+            _ if payloads.is_empty() => Ok(()),
+            _ => Err(format!("a reply without payload got {}", payloads.len())),
+        }
     }
 }

@@ -1,25 +1,31 @@
-//! The engine worker: owns the [`Gpu`] and the loaded model, and answers [`ToWorker`]
-//! requests.
+//! The engine worker: owns the [`Gpu`], the loaded model, the course files and the
+//! training run, and answers [`ToWorker`] requests.
 //!
 //! Each request runs as its own task on the worker's event loop; GPU work is async
 //! (readback through `map_async`), so a [`ToWorker::Cancel`] is handled while a
-//! generation awaits its next token. A model file is fetched from the app's own origin
-//! into one `Blob` and read one tensor at a time (`Blob.slice().arrayBuffer()`), so
-//! the file is never held twice in memory.
+//! generation awaits its next token, and a pause or cancel of the training is seen by
+//! its loop between two steps (`training`). A model file is fetched from the app's own
+//! origin into one `Blob` and read one tensor at a time (`Blob.slice().arrayBuffer()`),
+//! so the file is never held twice in memory.
+
+mod course;
+mod export;
+mod training;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 
 use classtune::chat::{ChatTemplate, Message};
-use classtune::gguf::{GgufError, TensorSource};
+use classtune::gguf::{Gguf, GgufError, TensorSource};
 use classtune::gpu::{batch::grid, Gpu, GpuError, GpuOptions, Kernel};
-use classtune::model::{self, GenerateOptions, Generator, KvCache, Model};
+use classtune::model::{self, GenerateOptions, Generator, KvCache, LoraWeights, Model};
 use classtune::tokenizer::Tokenizer;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Blob, DedicatedWorkerGlobalScope, MessageEvent, Response};
 
+use crate::link::{from_wire, to_wire};
 use crate::protocol::{FromWorker, GenerateSettings, GpuLimits, GpuReport, ModelReport, ModelSource, StopReason, ToWorker};
 
 /// Tokens of context each generation may use (prompt and answer).
@@ -49,9 +55,17 @@ struct SelfTestParams {
 /// A model ready to run, with what came from its GGUF header.
 struct Loaded {
     source: ModelSource,
-    model: Model,
+    /// Shared while generations or a training run use it; mutable only to attach or
+    /// detach the adapter, when nothing runs.
+    model: RefCell<Model>,
     tokenizer: Tokenizer,
     template: ChatTemplate,
+    /// The header (the llama.cpp LoRA export describes its base model from it).
+    gguf: Gguf,
+    /// The file, for the checkpoint's digest of the base model.
+    file: BlobSource,
+    /// SHA-256 of the file, hex, once computed.
+    sha256: RefCell<Option<String>>,
 }
 
 struct EngineWorker {
@@ -62,6 +76,17 @@ struct EngineWorker {
     cancelled: RefCell<HashSet<u32>>,
     /// How many generations are running (no model is loaded while any runs).
     running: Cell<u32>,
+    course: RefCell<course::Course>,
+    /// The current (or last) training run.
+    session: RefCell<Option<training::Session>>,
+    /// What the training loop should do after its current step: the page's pause
+    /// and cancel set it while the loop awaits the GPU.
+    control: Cell<training::Control>,
+    /// Which session version's weights are attached to the model, if any.
+    attached: Cell<Option<u64>>,
+    /// The adapter's GPU weights while detached (for the base model), to reattach
+    /// without another upload; with the session version they hold.
+    spare: RefCell<Option<(u64, LoraWeights)>>,
 }
 
 /// Installs the message handler and announces [`FromWorker::Ready`].
@@ -73,12 +98,21 @@ pub fn start() {
         model: RefCell::new(None),
         cancelled: RefCell::new(HashSet::new()),
         running: Cell::new(0),
+        course: RefCell::new(course::Course::default()),
+        session: RefCell::new(None),
+        control: Cell::new(training::Control::Run),
+        attached: Cell::new(None),
+        spare: RefCell::new(None),
     });
     let handler_worker = worker.clone();
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
         let worker = handler_worker.clone();
-        let text = event.data().as_string().unwrap_or_default();
-        wasm_bindgen_futures::spawn_local(async move { worker.handle(&text).await });
+        let request = from_wire(event.data()).and_then(|(text, payloads)| {
+            let mut request = ToWorker::decode(&text).map_err(|e| e.to_string())?;
+            request.attach(payloads)?;
+            Ok(request)
+        });
+        wasm_bindgen_futures::spawn_local(async move { worker.handle(request).await });
     });
     scope.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     on_message.forget();
@@ -87,19 +121,29 @@ pub fn start() {
 
 impl EngineWorker {
     fn post(&self, reply: &FromWorker) {
-        if let Err(e) = self.scope.post_message(&JsValue::from_str(&reply.encode())) {
+        let (message, transfer) = to_wire(&reply.encode(), &reply.payloads());
+        let posted = match transfer {
+            Some(transfer) => self.scope.post_message_with_transfer(&message, &transfer),
+            None => self.scope.post_message(&message),
+        };
+        if let Err(e) = posted {
             web_sys::console::error_2(&"worker: posting a reply failed".into(), &e);
         }
     }
 
-    async fn handle(&self, text: &str) {
-        let request = match ToWorker::decode(text) {
+    fn post_error(&self, request: &str, message: String) {
+        self.post(&FromWorker::Error { request: request.into(), message });
+    }
+
+    async fn handle(&self, request: Result<ToWorker, String>) {
+        let request = match request {
             Ok(request) => request,
-            Err(e) => {
-                self.post(&FromWorker::Error { request: "decode".into(), message: e.to_string() });
+            Err(message) => {
+                self.post_error("decode", message);
                 return;
             }
         };
+        let name = request.name();
         match request {
             ToWorker::Probe => self.probe().await,
             ToWorker::LoadModel { source } => match self.load_model(source).await {
@@ -114,6 +158,48 @@ impl EngineWorker {
                 Ok(reply) => self.post(&reply),
                 Err(message) => self.post(&FromWorker::Error { request: "logits".into(), message }),
             },
+            ToWorker::AddCourseFiles { files, data } => {
+                let mut course = self.course.borrow_mut();
+                for file in files {
+                    course.add(file.name, file.bytes);
+                }
+                drop(course);
+                self.report_course(name, &data);
+            }
+            ToWorker::RemoveCourseFile { name: file, data } => {
+                self.course.borrow_mut().remove(&file);
+                self.report_course(name, &data);
+            }
+            ToWorker::PrepareCourse { data } => self.report_course(name, &data),
+            ToWorker::StartTraining { data, train } => {
+                if let Err(message) = self.start_training(&data, &train).await {
+                    self.post_error(name, message);
+                }
+            }
+            ToWorker::PauseTraining => self.control_training(training::Control::Pause),
+            ToWorker::CancelTraining => self.control_training(training::Control::Cancel),
+            ToWorker::ResumeTraining => {
+                if let Err(message) = self.resume_training().await {
+                    self.post_error(name, message);
+                }
+            }
+            ToWorker::Export { format } => match self.export(format).await {
+                Ok(reply) => self.post(&reply),
+                Err(message) => self.post_error(name, message),
+            },
+        }
+    }
+
+    /// Prepares the course with `data` and posts its report (or why it could not).
+    fn report_course(&self, request: &str, data: &crate::protocol::DataSettings) {
+        let Some(loaded) = self.model.borrow().clone() else {
+            self.post_error(request, "load a model first: its tokenizer prepares the course".into());
+            return;
+        };
+        let course = self.course.borrow();
+        match course::prepare(&course, &loaded.tokenizer, &loaded.template, data, 0) {
+            Ok(prepared) => self.post(&FromWorker::Course(prepared.report)),
+            Err(message) => self.post_error(request, message),
         }
     }
 
@@ -122,6 +208,9 @@ impl EngineWorker {
         if self.running.get() > 0 {
             return Err("a generation is running: stop it before loading another model".into());
         }
+        if self.training_active() {
+            return Err("training is running: cancel it before loading another model".into());
+        }
         let started = js_sys::Date::now();
         let gpu = self.gpu().await.map_err(|e| format!("no GPU: {e}"))?;
         let blob = fetch_blob(&self.scope, &source).await?;
@@ -129,8 +218,9 @@ impl EngineWorker {
         let gguf = file.header().await.map_err(|e| format!("{}: {e}", source_name(&source)))?;
         let tokenizer = Tokenizer::from_gguf(&gguf).map_err(|e| format!("{}: {e}", source_name(&source)))?;
         let template = ChatTemplate::from_gguf(&gguf).map_err(|e| format!("{}: {e}", source_name(&source)))?;
-        // Free the old model's buffers before uploading the new one.
+        // Free the old model's buffers (and its adapter) before uploading the new one.
         self.model.borrow_mut().take();
+        self.forget_training();
         gpu.trim();
         let model =
             Model::load_with_header(&gpu, &file, &gguf).await.map_err(|e| format!("{}: {e}", source_name(&source)))?;
@@ -151,7 +241,15 @@ impl EngineWorker {
             context: config.context as u32,
             load_seconds: ((js_sys::Date::now() - started) / 1000.0) as f32,
         };
-        *self.model.borrow_mut() = Some(Rc::new(Loaded { source, model, tokenizer, template }));
+        *self.model.borrow_mut() = Some(Rc::new(Loaded {
+            source,
+            model: RefCell::new(model),
+            tokenizer,
+            template,
+            gguf,
+            file,
+            sha256: RefCell::new(None),
+        }));
         Ok(report)
     }
 
@@ -180,9 +278,16 @@ impl EngineWorker {
     async fn run_generation(&self, id: u32, prompt: &str, settings: &GenerateSettings) -> Result<FromWorker, String> {
         let loaded = self.model.borrow().clone().ok_or("no model is loaded")?;
         let gpu = self.gpu().await.map_err(|e| format!("no GPU: {e}"))?;
+        self.use_adapter(&gpu, &loaded, settings.adapter)?;
+        let model = loaded.model.try_borrow().map_err(|_| "the model is being changed: try again")?;
         let tokenizer = &loaded.tokenizer;
         let (ids, stop) = if settings.chat {
-            let text = loaded.template.render(&[Message::user(prompt)], true);
+            let mut messages = Vec::new();
+            if let Some(system) = settings.system.as_deref().filter(|s| !s.trim().is_empty()) {
+                messages.push(Message::system(system));
+            }
+            messages.push(Message::user(prompt));
+            let text = loaded.template.render(&messages, true);
             (tokenizer.encode(&text, true).map_err(|e| e.to_string())?, loaded.template.stop_ids(tokenizer))
         } else {
             let mut ids = tokenizer.encode(prompt, false).map_err(|e| e.to_string())?;
@@ -203,8 +308,8 @@ impl EngineWorker {
             seed: settings.seed,
             stop: stop.clone(),
         };
-        let context = CONTEXT.min(loaded.model.config.context.max(1));
-        let mut generator = Generator::new(&gpu, &loaded.model, context).map_err(|e| e.to_string())?;
+        let context = CONTEXT.min(model.config.context.max(1));
+        let mut generator = Generator::new(&gpu, &model, context).map_err(|e| e.to_string())?;
         let mut decoder = tokenizer.stream_decoder();
         let started = js_sys::Date::now();
         let mut first = None;
@@ -266,9 +371,11 @@ impl EngineWorker {
             }
         };
         let gpu = self.gpu().await.map_err(|e| format!("no GPU: {e}"))?;
-        let mut cache = KvCache::new(&gpu, &loaded.model.config, ids.len().max(1)).map_err(|e| e.to_string())?;
-        let logits = loaded.model.logits(&gpu, &mut cache, ids).await.map_err(|e| e.to_string())?;
-        Ok(FromWorker::Logits { vocab: loaded.model.config.vocab as u32, logits })
+        self.use_adapter(&gpu, &loaded, false)?;
+        let model = loaded.model.try_borrow().map_err(|_| "the model is being changed: try again")?;
+        let mut cache = KvCache::new(&gpu, &model.config, ids.len().max(1)).map_err(|e| e.to_string())?;
+        let logits = model.logits(&gpu, &mut cache, ids).await.map_err(|e| e.to_string())?;
+        Ok(FromWorker::Logits { vocab: model.config.vocab as u32, logits })
     }
 
     /// The device, opened on first use and kept for the worker's lifetime.

@@ -1,0 +1,368 @@
+//! The training run in the worker: the loop of `classtune train` (src/cli/train.rs),
+//! one [`Runner::next`] step at a time, reporting each step to the page.
+//!
+//! Every step awaits GPU readbacks, so the worker's other messages are handled
+//! between steps; pause and cancel set [`Control`], which the loop reads before each
+//! step. A pause ends the loop the way a checkpoint does: the weights and AdamW
+//! moments are read back into the [`Session`] and the trainer is dropped, so while
+//! paused the adapter can be tried and exported, and resuming restores the trainer
+//! from that state (the data order, schedule and dropout are functions of the seed
+//! and the step, so the run continues exactly as it would have).
+
+use std::rc::Rc;
+
+use classtune::adapter::{LoraConfig, Target};
+use classtune::data::Summary;
+use classtune::gpu::Gpu;
+use classtune::kernels::adamw::AdamW;
+use classtune::model::LoraWeights;
+use classtune::train::checkpoint::{data_digest, TrainState};
+use classtune::train::run::{Dataset, RunOptions, Runner};
+use classtune::train::{Decay, OptimizerOptions, Schedule, Trainer};
+
+use super::{course, EngineWorker, Loaded};
+use crate::protocol::{DataSettings, FromWorker, StepProgress, TrainPhase, TrainSettings, TrainingPlan};
+
+/// Evaluations of the validation loss over a run (besides the base model's).
+const EVALUATIONS: usize = 10;
+/// Fraction of the steps warming the learning rate up.
+const WARMUP: f64 = 0.05;
+/// Sequences at least this long keep only layer inputs and recompute the rest in the
+/// backward pass, to fit a browser's memory.
+const RECOMPUTE_FROM: usize = 1024;
+
+/// What the training loop does after its current step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Run,
+    Pause,
+    Cancel,
+}
+
+/// A training run: its settings, data and, between loops, its state.
+pub struct Session {
+    pub settings: TrainSettings,
+    pub lora: LoraConfig,
+    pub optimizer: OptimizerOptions,
+    pub run: RunOptions,
+    pub data: Rc<Dataset>,
+    pub data_sha256: String,
+    /// The data pipeline's summary (for the model card).
+    pub summary: Summary,
+    pub longest: usize,
+    pub total_steps: usize,
+    pub lora_parameters: u64,
+    pub phase: TrainPhase,
+    /// Weights and moments as of the last pause or end (None before the first).
+    pub state: Option<TrainState>,
+    /// Changes whenever `state` does (the attached adapter is tagged with it).
+    pub version: u64,
+    pub base_val_loss: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub best_val_loss: Option<f64>,
+    pub message: Option<String>,
+}
+
+impl Session {
+    fn plan(&self) -> TrainingPlan {
+        TrainingPlan {
+            phase: self.phase,
+            step: self.state.as_ref().map_or(0, |s| s.step as u32),
+            total_steps: self.total_steps as u32,
+            train_examples: self.data.train.len() as u32,
+            validation_examples: self.data.validation.len() as u32,
+            lora_parameters: self.lora_parameters,
+            base_val_loss: self.base_val_loss,
+            best_val_loss: self.best_val_loss,
+            has_adapter: self.state.as_ref().is_some_and(|s| s.step > 0),
+            message: self.message.clone(),
+        }
+    }
+}
+
+/// How a loop ended.
+enum Ending {
+    Finished(Option<String>),
+    Paused,
+    Stopped,
+    Failed(String),
+}
+
+impl EngineWorker {
+    pub(super) fn training_active(&self) -> bool {
+        self.session.borrow().as_ref().is_some_and(|s| s.phase.is_active())
+    }
+
+    /// Drops the run and its adapter (another model is coming).
+    pub(super) fn forget_training(&self) {
+        self.session.borrow_mut().take();
+        self.spare.borrow_mut().take();
+        self.attached.set(None);
+    }
+
+    fn post_plan(&self) {
+        let plan = self.session.borrow().as_ref().map(Session::plan);
+        if let Some(plan) = plan {
+            self.post(&FromWorker::Training(plan));
+        }
+    }
+
+    fn set_phase(&self, phase: TrainPhase, message: Option<String>) {
+        if let Some(s) = self.session.borrow_mut().as_mut() {
+            s.phase = phase;
+            s.message = message;
+        }
+        self.post_plan();
+    }
+
+    /// Pause or cancel: seen by the loop before its next step. A paused run has no
+    /// loop, so cancelling it ends it here.
+    pub(super) fn control_training(&self, control: Control) {
+        let phase = self.session.borrow().as_ref().map(|s| s.phase);
+        match (phase, control) {
+            (Some(p), _) if p.is_active() => self.control.set(control),
+            (Some(TrainPhase::Paused), Control::Cancel) => self.set_phase(TrainPhase::Stopped, None),
+            _ => {}
+        }
+    }
+
+    /// A new run from scratch on the course as `data` prepares it.
+    pub(super) async fn start_training(&self, data: &DataSettings, settings: &TrainSettings) -> Result<(), String> {
+        if self.training_active() {
+            return Err("training is already running".into());
+        }
+        let loaded = self.model.borrow().clone().ok_or("load a model first")?;
+        let context = loaded.model.borrow().config.context as u32;
+        settings.check(context)?;
+        if data.seq_len != settings.seq_len {
+            return Err(format!("data prepared for {} tokens but training asks {}", data.seq_len, settings.seq_len));
+        }
+        if self.course.borrow().is_empty() {
+            return Err("add course material first".into());
+        }
+        let prepared = course::prepare(&self.course.borrow(), &loaded.tokenizer, &loaded.template, data, settings.seed)?;
+        self.post(&FromWorker::Course(prepared.report));
+        let dataset = prepared.dataset;
+        if dataset.train.is_empty() {
+            return Err("the course gave no training examples: see the notes on each file".into());
+        }
+        let mut targets: Vec<Target> = settings.targets.iter().filter_map(|t| Target::from_short(t)).collect();
+        targets.sort();
+        targets.dedup();
+        let lora = LoraConfig { rank: settings.rank as usize, alpha: settings.alpha, dropout: 0.0, rslora: false, targets };
+        let mut run = RunOptions {
+            epochs: settings.epochs as usize,
+            max_steps: (settings.max_steps > 0).then_some(settings.max_steps as usize),
+            batch: settings.batch as usize,
+            grad_accum: 1,
+            eval_every: 0,
+            patience: None,
+            seed: settings.seed,
+        };
+        let total_steps = run.total_steps(dataset.train.len());
+        run.eval_every = total_steps.div_ceil(EVALUATIONS).max(1);
+        let optimizer = OptimizerOptions {
+            schedule: Schedule {
+                lr: settings.lr,
+                warmup: (WARMUP * total_steps as f64).ceil() as usize,
+                total: total_steps,
+                decay: Decay::Cosine,
+            },
+            adamw: AdamW::default(),
+            max_grad_norm: 1.0,
+            seed: settings.seed,
+        };
+        let longest = dataset.train.iter().chain(&dataset.validation).map(|t| t.ids.len()).max().unwrap_or(1);
+        self.forget_training();
+        self.control.set(Control::Run);
+        *self.session.borrow_mut() = Some(Session {
+            settings: settings.clone(),
+            lora,
+            optimizer,
+            run,
+            data_sha256: data_digest(&dataset),
+            data: Rc::new(dataset),
+            summary: prepared.summary,
+            longest,
+            total_steps,
+            lora_parameters: 0,
+            phase: TrainPhase::Preparing,
+            state: None,
+            version: 0,
+            base_val_loss: None,
+            val_loss: None,
+            best_val_loss: None,
+            message: None,
+        });
+        self.post_plan();
+        self.train(&loaded).await;
+        Ok(())
+    }
+
+    pub(super) async fn resume_training(&self) -> Result<(), String> {
+        let phase = self.session.borrow().as_ref().map(|s| s.phase);
+        if phase != Some(TrainPhase::Paused) {
+            return Err("no paused training to resume".into());
+        }
+        let loaded = self.model.borrow().clone().ok_or("the model is gone")?;
+        self.control.set(Control::Run);
+        self.set_phase(TrainPhase::Preparing, None);
+        self.train(&loaded).await;
+        Ok(())
+    }
+
+    /// Runs the session's loop until it ends, pauses or fails, and reports how.
+    async fn train(&self, loaded: &Loaded) {
+        let ending = match self.gpu().await {
+            Ok(gpu) => self.train_loop(&gpu, loaded).await,
+            Err(e) => Ending::Failed(format!("no GPU: {e}")),
+        };
+        let (phase, message) = match ending {
+            Ending::Finished(note) => (TrainPhase::Finished, note),
+            Ending::Paused => (TrainPhase::Paused, None),
+            Ending::Stopped => (TrainPhase::Stopped, None),
+            Ending::Failed(message) => (TrainPhase::Failed, Some(message)),
+        };
+        self.control.set(Control::Run);
+        self.set_phase(phase, message);
+    }
+
+    async fn train_loop(&self, gpu: &Gpu, loaded: &Loaded) -> Ending {
+        // The loop's own copy of the session's settings: the session itself is only
+        // borrowed between awaits.
+        let (lora, optimizer, run, data, longest, state, best) = {
+            let session = self.session.borrow();
+            let Some(s) = session.as_ref() else { return Ending::Failed("no training session".into()) };
+            (s.lora.clone(), s.optimizer.clone(), s.run.clone(), s.data.clone(), s.longest, s.state.clone(), s.best_val_loss)
+        };
+        // The trainer runs its own adapter: take the tried one off the model.
+        if let Err(message) = self.detach_adapter(loaded) {
+            return Ending::Failed(message);
+        }
+        self.spare.borrow_mut().take();
+        let Ok(model) = loaded.model.try_borrow() else { return Ending::Failed("the model is in use".into()) };
+        let recompute = longest >= RECOMPUTE_FROM;
+        let trainer = match &state {
+            Some(state) => Trainer::restore(gpu, &model, &lora, optimizer.clone(), state, longest, recompute),
+            None => LoraWeights::init(gpu, &model.config, &lora, run.seed)
+                .map_err(Into::into)
+                .and_then(|weights| Trainer::new(gpu, &model, weights, optimizer.clone(), longest, recompute)),
+        };
+        let mut trainer = match trainer {
+            Ok(t) => t,
+            Err(e) => return Ending::Failed(format!("could not set up training: {e}")),
+        };
+        let mut runner = Runner::new(run, best);
+        if trainer.steps_done() == 0 {
+            match runner.validate(&trainer, gpu, &data).await {
+                Ok(base) => self.update(|s| s.base_val_loss = base),
+                Err(e) => return Ending::Failed(format!("validation of the base model: {e}")),
+            }
+        }
+        let lora_parameters = trainer.lora().len() as u64;
+        self.update(|s| s.lora_parameters = lora_parameters);
+        self.set_phase(TrainPhase::Running, None);
+
+        let (started, first_step) = (js_sys::Date::now(), trainer.steps_done());
+        let mut tokens = 0usize;
+        let ending = loop {
+            match self.control.get() {
+                Control::Pause => break Ending::Paused,
+                Control::Cancel => break Ending::Stopped,
+                Control::Run => {}
+            }
+            let report = match runner.next(&mut trainer, gpu, &data, false).await {
+                Ok(Some(report)) => report,
+                Ok(None) => {
+                    let early = runner.summary().early_stopped;
+                    break Ending::Finished(early.then(|| "the validation loss stopped improving".to_string()));
+                }
+                Err(e) => break Ending::Failed(e.to_string()),
+            };
+            let stats = report.stats;
+            tokens += stats.tokens;
+            let seconds = ((js_sys::Date::now() - started) / 1000.0).max(1e-3);
+            let done = (stats.step - first_step).max(1);
+            let memory = gpu.memory();
+            self.update(|s| {
+                s.val_loss = report.val_loss.or(s.val_loss);
+                s.best_val_loss = runner.summary().best_val_loss;
+            });
+            self.post(&FromWorker::Progress(StepProgress {
+                step: stats.step as u32,
+                total_steps: report.total_steps as u32,
+                epoch: report.epoch,
+                loss: stats.loss,
+                val_loss: report.val_loss,
+                lr: stats.lr,
+                tokens_per_second: tokens as f64 / seconds,
+                eta_seconds: seconds / done as f64 * report.total_steps.saturating_sub(stats.step) as f64,
+                gpu_bytes: memory.live_bytes(),
+                gpu_peak_bytes: memory.peak_bytes(),
+            }));
+        };
+        // Keep what the run learned, whatever ended it (after a failed step the
+        // weights are those of the last good one).
+        match trainer.state(gpu).await {
+            Ok(state) => self.update(|s| {
+                s.state = Some(state);
+                s.version += 1;
+            }),
+            Err(e) if matches!(ending, Ending::Failed(_)) => {
+                web_sys::console::warn_1(&format!("reading the weights back after a failure: {e}").into())
+            }
+            Err(e) => return Ending::Failed(format!("reading the weights back: {e}")),
+        }
+        ending
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Session)) {
+        if let Some(s) = self.session.borrow_mut().as_mut() {
+            f(s);
+        }
+    }
+
+    /// Puts the trained adapter on the model (`want`) or takes it off, keeping its GPU
+    /// weights aside so switching back costs no upload.
+    pub(super) fn use_adapter(&self, gpu: &Gpu, loaded: &Loaded, want: bool) -> Result<(), String> {
+        if !want {
+            return self.detach_adapter(loaded);
+        }
+        let (version, weights) = {
+            let session = self.session.borrow();
+            let s = session.as_ref().filter(|s| !s.phase.is_active());
+            let Some((s, state)) = s.and_then(|s| s.state.as_ref().map(|state| (s, state))) else {
+                return Err(match session.as_ref().map(|s| s.phase) {
+                    Some(p) if p.is_active() => "training is running: pause it to try the adapter".into(),
+                    _ => "no adapter yet: train one first".into(),
+                });
+            };
+            if self.attached.get() == Some(s.version) {
+                return Ok(());
+            }
+            let spare = self.spare.borrow_mut().take().filter(|(v, _)| *v == s.version);
+            let weights = match spare {
+                Some((_, weights)) => weights,
+                None => {
+                    let config = loaded.model.borrow().config.clone();
+                    LoraWeights::from_flat(gpu, &config, &s.lora, &state.params).map_err(|e| e.to_string())?
+                }
+            };
+            (s.version, weights)
+        };
+        let mut model = loaded.model.try_borrow_mut().map_err(|_| "another generation is running: wait for it to end")?;
+        model.attach(Some(weights));
+        self.attached.set(Some(version));
+        Ok(())
+    }
+
+    fn detach_adapter(&self, loaded: &Loaded) -> Result<(), String> {
+        let Some(version) = self.attached.get() else { return Ok(()) };
+        let mut model = loaded.model.try_borrow_mut().map_err(|_| "another generation is running: wait for it to end")?;
+        if let Some(weights) = model.attach(None) {
+            *self.spare.borrow_mut() = Some((version, weights));
+        }
+        self.attached.set(None);
+        Ok(())
+    }
+}
