@@ -12,18 +12,20 @@
 //                                      that see it; dk = scale Σ dS q, dv = Σ P dout,
 //                                      and dS into a scratch matrix;
 //   attention_backward_query_subgroup: dq = scale Σ_j dS[j] k[j].
-// Both subgroup passes mirror the forward's subgroup path: each lane owns one key (key
+// Both subgroup passes mirror the forward's subgroup path: each lane owns two keys (key
 // pass) or one (query, head) row (query pass), and the lanes load the rows they stream
-// together, lane i the vec4 columns c + i, handing them round with subgroupBroadcast:
+// together, lane i the vec4 columns c SG + i, handing them round with subgroupBroadcast:
 // llvmpipe turns every lane's storage load into a scalar access, so sharing cuts the
-// loads per streamed row from HD4 to HD4 / SG per lane.
+// loads per streamed row from HD4 to HD4 / SG per lane. Two keys per lane let each
+// shared value serve two keys (the key pass ran ~15% slower with one).
 //
 // One key-pass + query-pass pair covers queries p.lo .. p.hi (a multiple of 4 apart,
 // but for the last); the Rust side splits long sequences into such chunks to bound the
 // dS scratch and the key pass's loop count, the key pass adding to the dk, dv of the
 // chunks before (p.accumulate). dS of a chunk: [n_head, round4(hi - lo), KS] with
-// KS = past_len + hi rounded up to SG, row (h, t - lo), column key j; entries of keys a
-// row does not see are left unwritten and masked by the query pass.
+// KS = past_len + hi rounded up to KB (keys per key-pass workgroup), row (h, t - lo),
+// column key j; entries of keys a row does not see are left unwritten or zero, and the
+// query pass masks them.
 
 // (lse, D) of queries 4i .. 4i + 3 of head h, i < round4(n_query) / 4, at vec4s
 // 2 (h round4(n_query) / 4 + i) and the one after; zero past the last query.
@@ -94,195 +96,241 @@ fn lane7(a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) -> mat4x4<f32> 
     return mat4x4<f32>(subgroupBroadcast(a, 7u), subgroupBroadcast(b, 7u), subgroupBroadcast(c, 7u), subgroupBroadcast(d, 7u));
 }
 
-// Per-lane rows of the key pass, split into CHUNKS = HD4 / SG pieces of SG vec4s: piece c
-// holds the columns the lanes load together in one go (lane i: vec4 column c SG + i).
-// The passes walk the pieces by calling a function per piece with a constant index
-// (`if (CHUNKS > n)` steps, up to 8 pieces), not in a loop: llvmpipe leaves such a loop
-// rolled, spills the arrays and indexes them lane by lane, which made the key pass 3x
-// slower; with constant indices the arrays are plain registers.
+// A lane's rows are split into CHUNKS = HD4 / SG pieces of SG vec4s: piece c holds the
+// columns the lanes load together in one go (lane i: vec4 column c SG + i). The passes
+// walk the pieces by calling a function per piece with a constant index (the
+// `if (CHUNKS > n)` steps, up to 8 pieces; the Rust side refuses more), not in a loop:
+// llvmpipe leaves such a loop rolled, keeps the arrays in memory and indexes them lane
+// by lane, which made the key pass 3x slower; with constant indices they are registers.
 const CHUNKS = HD4 / SG;
-var<private> kv: array<array<vec4<f32>, SG>, CHUNKS>;   // the lane's key row
-var<private> vv: array<array<vec4<f32>, SG>, CHUNKS>;   // its value row
-var<private> dka: array<array<vec4<f32>, SG>, CHUNKS>;  // dk / scale
-var<private> dva: array<array<vec4<f32>, SG>, CHUNKS>;  // dv
-// This lane's columns of the four streamed queries' q and dout, loaded by kv_scores for
-// kv_update.
-var<private> qs: array<array<vec4<f32>, 4>, CHUNKS>;
-var<private> os: array<array<vec4<f32>, 4>, CHUNKS>;
+// Keys per key-pass workgroup: lane i owns keys j0 + i ("a") and j0 + SG + i ("b").
+const KB = 2u * SG;
+var<private> k_a: array<array<vec4<f32>, SG>, CHUNKS>;
+var<private> v_a: array<array<vec4<f32>, SG>, CHUNKS>;
+var<private> dk_a: array<array<vec4<f32>, SG>, CHUNKS>; // dk / scale
+var<private> dv_a: array<array<vec4<f32>, SG>, CHUNKS>;
+var<private> k_b: array<array<vec4<f32>, SG>, CHUNKS>;
+var<private> v_b: array<array<vec4<f32>, SG>, CHUNKS>;
+var<private> dk_b: array<array<vec4<f32>, SG>, CHUNKS>;
+var<private> dv_b: array<array<vec4<f32>, SG>, CHUNKS>;
+// This lane's columns of the four streamed queries' q and dout: kv_scores loads them,
+// kv_update uses them again.
+var<private> q_own: array<array<vec4<f32>, 4>, CHUNKS>;
+var<private> o_own: array<array<vec4<f32>, 4>, CHUNKS>;
 
-fn kv_load(c: u32, kb: u32) {
+// Piece c of the lane's two keys' k, v rows (starting at vec4 ra, rb); zero gradients.
+fn kv_load(c: u32, ra: u32, rb: u32) {
     for (var i = 0u; i < SG; i++) {
-        kv[c][i] = k_cache[kb + c * SG + i];
-        vv[c][i] = v_cache[kb + c * SG + i];
-        dka[c][i] = vec4<f32>(0.0);
-        dva[c][i] = vec4<f32>(0.0);
+        let o = c * SG + i;
+        k_a[c][i] = k_cache[ra + o];
+        v_a[c][i] = v_cache[ra + o];
+        k_b[c][i] = k_cache[rb + o];
+        v_b[c][i] = v_cache[rb + o];
+        dk_a[c][i] = vec4<f32>(0.0);
+        dv_a[c][i] = vec4<f32>(0.0);
+        dk_b[c][i] = vec4<f32>(0.0);
+        dv_b[c][i] = vec4<f32>(0.0);
     }
 }
 
-fn kv_store(c: u32, kb: u32) {
+// Writes (or adds) piece c of the gradients of key a if `a`, of key b if `b`.
+fn kv_store(c: u32, ra: u32, rb: u32, a: bool, b: bool) {
     let add = p.accumulate != 0u;
     for (var i = 0u; i < SG; i++) {
-        let d = kb + c * SG + i;
-        bw_dk[d] = select(vec4<f32>(0.0), bw_dk[d], add) + dka[c][i] * p.scale;
-        bw_dv[d] = select(vec4<f32>(0.0), bw_dv[d], add) + dva[c][i];
+        let o = c * SG + i;
+        if (a) {
+            bw_dk[ra + o] = select(vec4<f32>(0.0), bw_dk[ra + o], add) + dk_a[c][i] * p.scale;
+            bw_dv[ra + o] = select(vec4<f32>(0.0), bw_dv[ra + o], add) + dv_a[c][i];
+        }
+        if (b) {
+            bw_dk[rb + o] = select(vec4<f32>(0.0), bw_dk[rb + o], add) + dk_b[c][i] * p.scale;
+            bw_dv[rb + o] = select(vec4<f32>(0.0), bw_dv[rb + o], add) + dv_b[c][i];
+        }
     }
 }
 
-// Piece c of (q . k, dout . v) for the four queries whose rows start at b (plus the
-// lane's column); keeps the loaded columns in qs, os.
-fn kv_scores(c: u32, b: vec4<u32>) -> mat2x4<f32> {
+// Piece c of q . k and dout . v for the four queries whose rows start at vec4 r (plus
+// the lane's column), columns: (s_a, dp_a, s_b, dp_b). Keeps the loaded columns.
+fn kv_scores(c: u32, r: vec4<u32>) -> mat4x4<f32> {
     let o = c * SG;
-    let q0 = q[b.x + o];
-    let q1 = q[b.y + o];
-    let q2 = q[b.z + o];
-    let q3 = q[b.w + o];
-    let o0 = bw_dout[b.x + o];
-    let o1 = bw_dout[b.y + o];
-    let o2 = bw_dout[b.z + o];
-    let o3 = bw_dout[b.w + o];
-    qs[c] = array<vec4<f32>, 4>(q0, q1, q2, q3);
-    os[c] = array<vec4<f32>, 4>(o0, o1, o2, o3);
-    var s = kv[c][0] * lane0(q0, q1, q2, q3) + kv[c][1] * lane1(q0, q1, q2, q3)
-          + kv[c][2] * lane2(q0, q1, q2, q3) + kv[c][3] * lane3(q0, q1, q2, q3);
-    var dp = vv[c][0] * lane0(o0, o1, o2, o3) + vv[c][1] * lane1(o0, o1, o2, o3)
-           + vv[c][2] * lane2(o0, o1, o2, o3) + vv[c][3] * lane3(o0, o1, o2, o3);
+    let q0 = q[r.x + o];
+    let q1 = q[r.y + o];
+    let q2 = q[r.z + o];
+    let q3 = q[r.w + o];
+    let o0 = bw_dout[r.x + o];
+    let o1 = bw_dout[r.y + o];
+    let o2 = bw_dout[r.z + o];
+    let o3 = bw_dout[r.w + o];
+    q_own[c] = array<vec4<f32>, 4>(q0, q1, q2, q3);
+    o_own[c] = array<vec4<f32>, 4>(o0, o1, o2, o3);
+    // m, n: column c SG + i of the four q, dout rows, from lane i
+    var m = lane0(q0, q1, q2, q3);
+    var n = lane0(o0, o1, o2, o3);
+    var sa = k_a[c][0] * m;
+    var sb = k_b[c][0] * m;
+    var pa = v_a[c][0] * n;
+    var pb = v_b[c][0] * n;
+    m = lane1(q0, q1, q2, q3); n = lane1(o0, o1, o2, o3);
+    sa += k_a[c][1] * m; sb += k_b[c][1] * m; pa += v_a[c][1] * n; pb += v_b[c][1] * n;
+    m = lane2(q0, q1, q2, q3); n = lane2(o0, o1, o2, o3);
+    sa += k_a[c][2] * m; sb += k_b[c][2] * m; pa += v_a[c][2] * n; pb += v_b[c][2] * n;
+    m = lane3(q0, q1, q2, q3); n = lane3(o0, o1, o2, o3);
+    sa += k_a[c][3] * m; sb += k_b[c][3] * m; pa += v_a[c][3] * n; pb += v_b[c][3] * n;
     if (SG == 8u) {
-        s += kv[c][4] * lane4(q0, q1, q2, q3) + kv[c][5] * lane5(q0, q1, q2, q3)
-           + kv[c][6] * lane6(q0, q1, q2, q3) + kv[c][7] * lane7(q0, q1, q2, q3);
-        dp += vv[c][4] * lane4(o0, o1, o2, o3) + vv[c][5] * lane5(o0, o1, o2, o3)
-            + vv[c][6] * lane6(o0, o1, o2, o3) + vv[c][7] * lane7(o0, o1, o2, o3);
+        m = lane4(q0, q1, q2, q3); n = lane4(o0, o1, o2, o3);
+        sa += k_a[c][4] * m; sb += k_b[c][4] * m; pa += v_a[c][4] * n; pb += v_b[c][4] * n;
+        m = lane5(q0, q1, q2, q3); n = lane5(o0, o1, o2, o3);
+        sa += k_a[c][5] * m; sb += k_b[c][5] * m; pa += v_a[c][5] * n; pb += v_b[c][5] * n;
+        m = lane6(q0, q1, q2, q3); n = lane6(o0, o1, o2, o3);
+        sa += k_a[c][6] * m; sb += k_b[c][6] * m; pa += v_a[c][6] * n; pb += v_b[c][6] * n;
+        m = lane7(q0, q1, q2, q3); n = lane7(o0, o1, o2, o3);
+        sa += k_a[c][7] * m; sb += k_b[c][7] * m; pa += v_a[c][7] * n; pb += v_b[c][7] * n;
     }
-    return mat2x4<f32>(s, dp);
+    return mat4x4<f32>(sa, pa, sb, pb);
 }
 
-// Piece c of dk += dS q and dv += P dout over the four queries.
-fn kv_update(c: u32, pr: vec4<f32>, ds: vec4<f32>) {
-    let q0 = qs[c][0];
-    let q1 = qs[c][1];
-    let q2 = qs[c][2];
-    let q3 = qs[c][3];
-    let o0 = os[c][0];
-    let o1 = os[c][1];
-    let o2 = os[c][2];
-    let o3 = os[c][3];
-    dka[c][0] += lane0(q0, q1, q2, q3) * ds;
-    dka[c][1] += lane1(q0, q1, q2, q3) * ds;
-    dka[c][2] += lane2(q0, q1, q2, q3) * ds;
-    dka[c][3] += lane3(q0, q1, q2, q3) * ds;
-    dva[c][0] += lane0(o0, o1, o2, o3) * pr;
-    dva[c][1] += lane1(o0, o1, o2, o3) * pr;
-    dva[c][2] += lane2(o0, o1, o2, o3) * pr;
-    dva[c][3] += lane3(o0, o1, o2, o3) * pr;
+// Piece c of dk += dS q and dv += P dout over the four queries, for both keys.
+fn kv_update(c: u32, pr_a: vec4<f32>, ds_a: vec4<f32>, pr_b: vec4<f32>, ds_b: vec4<f32>) {
+    let q0 = q_own[c][0];
+    let q1 = q_own[c][1];
+    let q2 = q_own[c][2];
+    let q3 = q_own[c][3];
+    let o0 = o_own[c][0];
+    let o1 = o_own[c][1];
+    let o2 = o_own[c][2];
+    let o3 = o_own[c][3];
+    var m = lane0(q0, q1, q2, q3);
+    var n = lane0(o0, o1, o2, o3);
+    dk_a[c][0] += m * ds_a; dk_b[c][0] += m * ds_b; dv_a[c][0] += n * pr_a; dv_b[c][0] += n * pr_b;
+    m = lane1(q0, q1, q2, q3); n = lane1(o0, o1, o2, o3);
+    dk_a[c][1] += m * ds_a; dk_b[c][1] += m * ds_b; dv_a[c][1] += n * pr_a; dv_b[c][1] += n * pr_b;
+    m = lane2(q0, q1, q2, q3); n = lane2(o0, o1, o2, o3);
+    dk_a[c][2] += m * ds_a; dk_b[c][2] += m * ds_b; dv_a[c][2] += n * pr_a; dv_b[c][2] += n * pr_b;
+    m = lane3(q0, q1, q2, q3); n = lane3(o0, o1, o2, o3);
+    dk_a[c][3] += m * ds_a; dk_b[c][3] += m * ds_b; dv_a[c][3] += n * pr_a; dv_b[c][3] += n * pr_b;
     if (SG == 8u) {
-        dka[c][4] += lane4(q0, q1, q2, q3) * ds;
-        dka[c][5] += lane5(q0, q1, q2, q3) * ds;
-        dka[c][6] += lane6(q0, q1, q2, q3) * ds;
-        dka[c][7] += lane7(q0, q1, q2, q3) * ds;
-        dva[c][4] += lane4(o0, o1, o2, o3) * pr;
-        dva[c][5] += lane5(o0, o1, o2, o3) * pr;
-        dva[c][6] += lane6(o0, o1, o2, o3) * pr;
-        dva[c][7] += lane7(o0, o1, o2, o3) * pr;
+        m = lane4(q0, q1, q2, q3); n = lane4(o0, o1, o2, o3);
+        dk_a[c][4] += m * ds_a; dk_b[c][4] += m * ds_b; dv_a[c][4] += n * pr_a; dv_b[c][4] += n * pr_b;
+        m = lane5(q0, q1, q2, q3); n = lane5(o0, o1, o2, o3);
+        dk_a[c][5] += m * ds_a; dk_b[c][5] += m * ds_b; dv_a[c][5] += n * pr_a; dv_b[c][5] += n * pr_b;
+        m = lane6(q0, q1, q2, q3); n = lane6(o0, o1, o2, o3);
+        dk_a[c][6] += m * ds_a; dk_b[c][6] += m * ds_b; dv_a[c][6] += n * pr_a; dv_b[c][6] += n * pr_b;
+        m = lane7(q0, q1, q2, q3); n = lane7(o0, o1, o2, o3);
+        dk_a[c][7] += m * ds_a; dk_b[c][7] += m * ds_b; dv_a[c][7] += n * pr_a; dv_b[c][7] += n * pr_b;
     }
 }
 
-// Key pass: one workgroup = one subgroup = SG keys j0 + lane of one kv head, each
-// lane's k and v rows in registers. The rows that see the block stream past four
-// queries of one head at a time (heads of the group in turn), so the four rows' stats
-// are one vec4 pair and no index needs a division.
+// Key pass: one workgroup = one subgroup = KB keys of one kv head, each lane's two keys'
+// k and v rows in registers. The rows that see the block stream past four queries of
+// one head at a time (heads of the group in turn), so the four rows' stats are one
+// vec4 pair and no index needs a division.
 @compute @workgroup_size(SG)
 fn attention_backward_kv_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                                   @builtin(local_invocation_index) lid: u32) {
     let group = p.n_head / p.n_kv_head;
     let n_keys = p.past_len + p.n_query;
-    let blocks = (n_keys + SG - 1u) / SG;
+    let blocks = (n_keys + KB - 1u) / KB;
     let wg = group_index(wid, nwg);
     if (wg >= blocks * p.n_kv_head) {
         return;
     }
     let hk = wg / blocks;
-    let j0 = (wg % blocks) * SG;
-    // Lanes past the last key compute on it, store dS to padding and nothing else.
-    let lane_key = j0 + lid;
-    let j = min(lane_key, n_keys - 1u);
-    // Queries from t_lo see the block's first key; this lane's key from t_min.
+    let j0 = (wg % blocks) * KB;
+    // Keys past the last compute on it, store dS to padding and nothing else.
+    let key_a = j0 + lid;
+    let key_b = key_a + SG;
+    let ja = min(key_a, n_keys - 1u);
+    let jb = min(key_b, n_keys - 1u);
+    // Queries from t_lo see the block's first key; key a from t_a, key b from t_b.
     let t_lo = max(p.lo, (max(j0, p.past_len) - p.past_len) / 4u * 4u);
-    let t_min = max(j, p.past_len) - p.past_len;
+    let t_a = max(ja, p.past_len) - p.past_len;
+    let t_b = max(jb, p.past_len) - p.past_len;
     // No query of the chunk sees a block past its last key (t_lo may still be below hi).
     let t_end = select(t_lo, p.hi, j0 < p.past_len + p.hi);
-    let kb = j * p.n_kv_head * HD4 + hk * HD4;
+    let ra = (ja * p.n_kv_head + hk) * HD4;
+    let rb = (jb * p.n_kv_head + hk) * HD4;
     let quads = (p.n_query + 3u) / 4u;
-    let ks = (p.past_len + p.hi + SG - 1u) / SG * SG;
+    let ks = (p.past_len + p.hi + KB - 1u) / KB * KB;
     let chunk_rows = (p.hi - p.lo + 3u) / 4u * 4u;
     let last = p.hi - 1u;
 
-    kv_load(0u, kb);
-    if (CHUNKS > 1u) { kv_load(1u, kb); }
-    if (CHUNKS > 2u) { kv_load(2u, kb); }
-    if (CHUNKS > 3u) { kv_load(3u, kb); }
-    if (CHUNKS > 4u) { kv_load(4u, kb); }
-    if (CHUNKS > 5u) { kv_load(5u, kb); }
-    if (CHUNKS > 6u) { kv_load(6u, kb); }
-    if (CHUNKS > 7u) { kv_load(7u, kb); }
+    kv_load(0u, ra, rb);
+    if (CHUNKS > 1u) { kv_load(1u, ra, rb); }
+    if (CHUNKS > 2u) { kv_load(2u, ra, rb); }
+    if (CHUNKS > 3u) { kv_load(3u, ra, rb); }
+    if (CHUNKS > 4u) { kv_load(4u, ra, rb); }
+    if (CHUNKS > 5u) { kv_load(5u, ra, rb); }
+    if (CHUNKS > 6u) { kv_load(6u, ra, rb); }
+    if (CHUNKS > 7u) { kv_load(7u, ra, rb); }
     for (var g = 0u; g < group; g++) {
         let h = hk * group + g;
         for (var t0 = t_lo; t0 < t_end; t0 += 4u) {
             // Queries past the chunk read its last one and are masked.
             let t = vec4<u32>(t0) + vec4<u32>(0u, 1u, 2u, 3u);
-            let b = (min(t, vec4<u32>(last)) * p.n_head + h) * HD4 + lid;
-            var sd = kv_scores(0u, b);
-            if (CHUNKS > 1u) { sd += kv_scores(1u, b); }
-            if (CHUNKS > 2u) { sd += kv_scores(2u, b); }
-            if (CHUNKS > 3u) { sd += kv_scores(3u, b); }
-            if (CHUNKS > 4u) { sd += kv_scores(4u, b); }
-            if (CHUNKS > 5u) { sd += kv_scores(5u, b); }
-            if (CHUNKS > 6u) { sd += kv_scores(6u, b); }
-            if (CHUNKS > 7u) { sd += kv_scores(7u, b); }
+            let r = (min(t, vec4<u32>(last)) * p.n_head + h) * HD4 + lid;
+            var sd = kv_scores(0u, r);
+            if (CHUNKS > 1u) { sd += kv_scores(1u, r); }
+            if (CHUNKS > 2u) { sd += kv_scores(2u, r); }
+            if (CHUNKS > 3u) { sd += kv_scores(3u, r); }
+            if (CHUNKS > 4u) { sd += kv_scores(4u, r); }
+            if (CHUNKS > 5u) { sd += kv_scores(5u, r); }
+            if (CHUNKS > 6u) { sd += kv_scores(6u, r); }
+            if (CHUNKS > 7u) { sd += kv_scores(7u, r); }
             let si = 2u * (h * quads + t0 / 4u);
-            let visible = (t >= vec4<u32>(t_min)) & (t < vec4<u32>(p.hi));
+            let lse4 = bw_stats[si];
+            let delta = bw_stats[si + 1u];
+            let in_chunk = t < vec4<u32>(p.hi);
             // select, not a product: exp of a masked score may overflow.
-            let pr = select(vec4<f32>(0.0), exp(sd[0] * p.scale - bw_stats[si]), visible);
-            let ds = pr * (sd[1] - bw_stats[si + 1u]);
-            // dS of this key for the four queries; the query pass masks what is not seen.
-            let dsb = (h * chunk_rows + t0 - p.lo) * ks + lane_key;
-            bw_ds[dsb] = ds.x;
-            bw_ds[dsb + ks] = ds.y;
-            bw_ds[dsb + 2u * ks] = ds.z;
-            bw_ds[dsb + 3u * ks] = ds.w;
-            kv_update(0u, pr, ds);
-            if (CHUNKS > 1u) { kv_update(1u, pr, ds); }
-            if (CHUNKS > 2u) { kv_update(2u, pr, ds); }
-            if (CHUNKS > 3u) { kv_update(3u, pr, ds); }
-            if (CHUNKS > 4u) { kv_update(4u, pr, ds); }
-            if (CHUNKS > 5u) { kv_update(5u, pr, ds); }
-            if (CHUNKS > 6u) { kv_update(6u, pr, ds); }
-            if (CHUNKS > 7u) { kv_update(7u, pr, ds); }
+            let pr_a = select(vec4<f32>(0.0), exp(sd[0] * p.scale - lse4), in_chunk & (t >= vec4<u32>(t_a)));
+            let pr_b = select(vec4<f32>(0.0), exp(sd[2] * p.scale - lse4), in_chunk & (t >= vec4<u32>(t_b)));
+            let ds_a = pr_a * (sd[1] - delta);
+            let ds_b = pr_b * (sd[3] - delta);
+            // dS of both keys for the four queries.
+            let dsb = (h * chunk_rows + t0 - p.lo) * ks + key_a;
+            bw_ds[dsb] = ds_a.x;
+            bw_ds[dsb + ks] = ds_a.y;
+            bw_ds[dsb + 2u * ks] = ds_a.z;
+            bw_ds[dsb + 3u * ks] = ds_a.w;
+            bw_ds[dsb + SG] = ds_b.x;
+            bw_ds[dsb + SG + ks] = ds_b.y;
+            bw_ds[dsb + SG + 2u * ks] = ds_b.z;
+            bw_ds[dsb + SG + 3u * ks] = ds_b.w;
+            kv_update(0u, pr_a, ds_a, pr_b, ds_b);
+            if (CHUNKS > 1u) { kv_update(1u, pr_a, ds_a, pr_b, ds_b); }
+            if (CHUNKS > 2u) { kv_update(2u, pr_a, ds_a, pr_b, ds_b); }
+            if (CHUNKS > 3u) { kv_update(3u, pr_a, ds_a, pr_b, ds_b); }
+            if (CHUNKS > 4u) { kv_update(4u, pr_a, ds_a, pr_b, ds_b); }
+            if (CHUNKS > 5u) { kv_update(5u, pr_a, ds_a, pr_b, ds_b); }
+            if (CHUNKS > 6u) { kv_update(6u, pr_a, ds_a, pr_b, ds_b); }
+            if (CHUNKS > 7u) { kv_update(7u, pr_a, ds_a, pr_b, ds_b); }
         }
     }
-    if (lane_key < n_keys) {
-        kv_store(0u, kb);
-        if (CHUNKS > 1u) { kv_store(1u, kb); }
-        if (CHUNKS > 2u) { kv_store(2u, kb); }
-        if (CHUNKS > 3u) { kv_store(3u, kb); }
-        if (CHUNKS > 4u) { kv_store(4u, kb); }
-        if (CHUNKS > 5u) { kv_store(5u, kb); }
-        if (CHUNKS > 6u) { kv_store(6u, kb); }
-        if (CHUNKS > 7u) { kv_store(7u, kb); }
-    }
+    let a = key_a < n_keys;
+    let b = key_b < n_keys;
+    kv_store(0u, ra, rb, a, b);
+    if (CHUNKS > 1u) { kv_store(1u, ra, rb, a, b); }
+    if (CHUNKS > 2u) { kv_store(2u, ra, rb, a, b); }
+    if (CHUNKS > 3u) { kv_store(3u, ra, rb, a, b); }
+    if (CHUNKS > 4u) { kv_store(4u, ra, rb, a, b); }
+    if (CHUNKS > 5u) { kv_store(5u, ra, rb, a, b); }
+    if (CHUNKS > 6u) { kv_store(6u, ra, rb, a, b); }
+    if (CHUNKS > 7u) { kv_store(7u, ra, rb, a, b); }
 }
 
 // Query pass bindings (2 the forward's k_cache).
 @group(0) @binding(1) var<storage, read> qp_ds: array<vec4<f32>>;       // the chunk's dS, four keys per vec4
 @group(0) @binding(3) var<storage, read_write> qp_dq: array<vec4<f32>>; // [n_query, n_head, HEAD_DIM]
 
-var<private> acc: array<array<vec4<f32>, SG>, CHUNKS>; // query pass: dq / scale, as dka
+var<private> acc: array<array<vec4<f32>, SG>, CHUNKS>; // dq / scale, split as k_a
 
-// Piece c of acc += Σ dS k over four keys whose rows start at b (plus the lane's column).
-fn q_update(c: u32, b: vec4<u32>, ds: vec4<f32>) {
+// Piece c of acc += Σ dS k over the four keys whose rows start at vec4 r (plus the
+// lane's column).
+fn q_update(c: u32, r: vec4<u32>, ds: vec4<f32>) {
     let o = c * SG;
-    let k0 = k_cache[b.x + o];
-    let k1 = k_cache[b.y + o];
-    let k2 = k_cache[b.z + o];
-    let k3 = k_cache[b.w + o];
+    let k0 = k_cache[r.x + o];
+    let k1 = k_cache[r.y + o];
+    let k2 = k_cache[r.z + o];
+    let k3 = k_cache[r.w + o];
     acc[c][0] += lane0(k0, k1, k2, k3) * ds;
     acc[c][1] += lane1(k0, k1, k2, k3) * ds;
     acc[c][2] += lane2(k0, k1, k2, k3) * ds;
@@ -322,23 +370,23 @@ fn attention_backward_query_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @bui
     let t = p.lo + r / group;
     let h = hk * group + r % group;
     let limit = p.past_len + t;
-    let ks = (p.past_len + p.hi + SG - 1u) / SG * SG;
+    let ks = (p.past_len + p.hi + KB - 1u) / KB * KB;
     let chunk_rows = (p.hi - p.lo + 3u) / 4u * 4u;
     let dsb = (h * chunk_rows + t - p.lo) * (ks / 4u);
     let last = n_keys - 1u;
     for (var j0 = 0u; j0 < n_keys; j0 += 4u) {
         // Keys past the end are clamped to the last (never read past it) and masked.
         let j = vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u);
-        let b = min(j, vec4<u32>(last)) * (p.n_kv_head * HD4) + hk * HD4 + lid;
+        let r = (min(j, vec4<u32>(last)) * p.n_kv_head + hk) * HD4 + lid;
         let ds = select(vec4<f32>(0.0), qp_ds[dsb + j0 / 4u], j <= vec4<u32>(limit));
-        q_update(0u, b, ds);
-        if (CHUNKS > 1u) { q_update(1u, b, ds); }
-        if (CHUNKS > 2u) { q_update(2u, b, ds); }
-        if (CHUNKS > 3u) { q_update(3u, b, ds); }
-        if (CHUNKS > 4u) { q_update(4u, b, ds); }
-        if (CHUNKS > 5u) { q_update(5u, b, ds); }
-        if (CHUNKS > 6u) { q_update(6u, b, ds); }
-        if (CHUNKS > 7u) { q_update(7u, b, ds); }
+        q_update(0u, r, ds);
+        if (CHUNKS > 1u) { q_update(1u, r, ds); }
+        if (CHUNKS > 2u) { q_update(2u, r, ds); }
+        if (CHUNKS > 3u) { q_update(3u, r, ds); }
+        if (CHUNKS > 4u) { q_update(4u, r, ds); }
+        if (CHUNKS > 5u) { q_update(5u, r, ds); }
+        if (CHUNKS > 6u) { q_update(6u, r, ds); }
+        if (CHUNKS > 7u) { q_update(7u, r, ds); }
     }
     if (first + lid < rows) {
         let qb = (t * p.n_head + h) * HD4;

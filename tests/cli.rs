@@ -224,6 +224,15 @@ fn train_pause_resume_export_and_score_with_the_adapter() {
     let base = score(&[]);
     let adapted = score(&["--adapter", straight.to_str().unwrap()]);
     assert!(adapted < base, "training on the course should lower its loss: base {base}, adapted {adapted}");
+    // The llama.cpp LoRA file is the same adapter.
+    let from_gguf = score(&["--adapter", straight.join("adapter.gguf").to_str().unwrap()]);
+    assert!((from_gguf - adapted).abs() < 1e-5, "PEFT {adapted} vs GGUF LoRA {from_gguf}");
+
+    // Training can start from an exported adapter: its first loss is the trained one's.
+    let more = temp_dir("more");
+    train(&more, &["--init-adapter", straight.join("adapter.gguf").to_str().unwrap(), "--stop-after", "1"]);
+    let first = metrics(&more)[0]["loss"].as_f64().unwrap();
+    assert!(first < m[0]["loss"].as_f64().unwrap(), "{first} vs a fresh adapter's {}", m[0]["loss"]);
 }
 
 #[test]

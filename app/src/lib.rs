@@ -4,6 +4,7 @@
 //! The page holds no GPU or engine types: everything that touches the GPU runs in the
 //! worker, so long GPU work never freezes the page.
 
+pub mod chart;
 pub mod protocol;
 
 #[cfg(target_arch = "wasm32")]

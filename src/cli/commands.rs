@@ -76,7 +76,7 @@ async fn load(path: &Path, adapter: Option<&Path>) -> Result<(Gpu, Model, Tokeni
     let gpu = Gpu::new(GpuOptions::default()).await?;
     let mut model = Model::load_with_header(&gpu, &file, &gguf).await.map_err(|e| format!("{}: {e}", path.display()))?;
     if let Some(dir) = adapter {
-        let loaded = classtune::adapter::read_peft_dir(dir, &model.config).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let loaded = read_adapter(dir, &model.config)?;
         let weights = classtune::model::LoraWeights::from_adapter(&gpu, &model.config, &loaded)?;
         eprintln!("applying adapter {} (rank {}, {} projections)", dir.display(), loaded.config.rank, loaded.pairs.len());
         model.attach(Some(weights));
@@ -89,6 +89,17 @@ async fn load(path: &Path, adapter: Option<&Path>) -> Result<(Gpu, Model, Tokeni
         model.weight_bytes() as f64 / (1 << 20) as f64
     );
     Ok((gpu, model, tokenizer, gguf))
+}
+
+/// A PEFT adapter folder or a llama.cpp LoRA GGUF file, for the base model `config`.
+pub fn read_adapter(path: &Path, config: &Config) -> Result<classtune::adapter::Adapter> {
+    let loaded = if path.is_dir() {
+        classtune::adapter::read_peft_dir(path, config)
+    } else {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        classtune::adapter::from_gguf_lora(&bytes, config)
+    };
+    Ok(loaded.map_err(|e| format!("{}: {e}", path.display()))?)
 }
 
 pub async fn generate(path: &Path, adapter: Option<&Path>, prompt: &str, chat: bool, mut options: GenerateOptions) -> Result<()> {

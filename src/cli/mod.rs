@@ -52,7 +52,7 @@ enum Command {
         repetition_penalty: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// A LoRA adapter folder (PEFT format) to apply.
+        /// A LoRA adapter to apply: a PEFT folder or a llama.cpp LoRA GGUF file.
         #[arg(long)]
         adapter: Option<PathBuf>,
     },
@@ -65,7 +65,7 @@ enum Command {
         /// Comma-separated token ids.
         #[arg(long, value_delimiter = ',', required = true)]
         ids: Vec<u32>,
-        /// A LoRA adapter folder (PEFT format) to apply.
+        /// A LoRA adapter to apply: a PEFT folder or a llama.cpp LoRA GGUF file.
         #[arg(long)]
         adapter: Option<PathBuf>,
     },
@@ -79,7 +79,7 @@ enum Command {
         /// Tokens per scoring window.
         #[arg(long, default_value_t = 512)]
         seq_len: usize,
-        /// A LoRA adapter folder (PEFT format) to apply.
+        /// A LoRA adapter to apply: a PEFT folder or a llama.cpp LoRA GGUF file.
         #[arg(long)]
         adapter: Option<PathBuf>,
     },
@@ -165,6 +165,10 @@ enum Command {
         /// Pause after N steps (the checkpoint in --out continues it with --resume).
         #[arg(long)]
         stop_after: Option<usize>,
+        /// Start from this adapter (a PEFT folder or a llama.cpp LoRA GGUF, e.g. trained
+        /// elsewhere) instead of a fresh one; its rank, alpha and targets are used.
+        #[arg(long, conflicts_with = "resume")]
+        init_adapter: Option<PathBuf>,
     },
     /// Write a checkpoint's adapter as PEFT files, a llama.cpp LoRA GGUF, or merged into
     /// the base model as a standalone GGUF.
@@ -269,6 +273,7 @@ pub fn main() -> ExitCode {
                 checkpoint_every,
                 export,
                 stop_after,
+                init_adapter,
             } => match train::parse_targets(&targets) {
                 Ok(targets) => {
                     train::train(train::TrainArgs {
@@ -291,6 +296,7 @@ pub fn main() -> ExitCode {
                         checkpoint_every,
                         export,
                         stop_after,
+                        init_adapter,
                     })
                     .await
                 }

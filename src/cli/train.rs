@@ -45,6 +45,8 @@ pub struct TrainArgs {
     pub export: Vec<String>,
     /// Pause after this many steps in this invocation (resume later with `resume`).
     pub stop_after: Option<usize>,
+    /// Start from an existing adapter (PEFT folder or llama.cpp LoRA GGUF).
+    pub init_adapter: Option<PathBuf>,
 }
 
 /// Parses `q,k,v,...` into targets in canonical order.
@@ -79,6 +81,16 @@ pub async fn train(mut args: TrainArgs) -> Result<()> {
         }
         None => None,
     };
+    let init = match &args.init_adapter {
+        Some(path) => {
+            let config = classtune::model::Config::from_gguf(&gguf)?;
+            let adapter = super::commands::read_adapter(path, &config)?;
+            args.lora = adapter.config.clone();
+            eprintln!("starting from adapter {} (rank {}, alpha {})", path.display(), args.lora.rank, args.lora.alpha);
+            Some(adapter)
+        }
+        None => None,
+    };
     let decay = Decay::from_name(&args.schedule)
         .ok_or_else(|| format!("unknown schedule {:?}; choose cosine, linear or constant", args.schedule))?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
@@ -110,7 +122,10 @@ pub async fn train(mut args: TrainArgs) -> Result<()> {
                 max_grad_norm: args.max_grad_norm,
                 seed: args.run.seed,
             };
-            let lora = LoraWeights::init(&gpu, &model.config, &args.lora, args.run.seed)?;
+            let lora = match &init {
+                Some(adapter) => LoraWeights::from_adapter(&gpu, &model.config, adapter)?,
+                None => LoraWeights::init(&gpu, &model.config, &args.lora, args.run.seed)?,
+            };
             (Trainer::new(&gpu, &model, lora, options.clone(), longest, args.recompute)?, options, None)
         }
     };

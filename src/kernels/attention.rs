@@ -348,6 +348,10 @@ fn backward_span(head_dim: u32) -> u64 {
     LOOP_BUDGET.saturating_sub(fixed) / per_tile * bk
 }
 
+/// Keys per lane of the subgroup backward's key pass (`KB / SG` in
+/// attention_backward.wgsl): a workgroup of `lanes` lanes takes twice as many keys.
+const KEYS_PER_LANE: u32 = 2;
+
 /// Most pieces of `lanes` vec4 columns a row may have on the subgroup backward (its
 /// `CHUNKS`, walked by hand in attention_backward.wgsl).
 const MAX_CHUNKS: u32 = 8;
@@ -386,7 +390,7 @@ fn subgroup_chunk(shape: &AttentionShape, lanes: u32, binding_limit: u64) -> Opt
         key_pass <= LOOP_BUDGET && query_pass <= LOOP_BUDGET
     };
     // dS row stride, at its largest (the last chunk)
-    let stride = keys.next_multiple_of(lanes as u64);
+    let stride = keys.next_multiple_of((KEYS_PER_LANE * lanes) as u64);
     let by_memory = DS_BYTES.min(binding_limit) / (4 * n_head as u64 * stride).max(1);
     let mut most = (n_query as u64).next_multiple_of(4).min(by_memory) / 4 * 4;
     while most >= 4 && !fits(most) {
@@ -591,14 +595,15 @@ async fn backward_subgroup(
     // (lse, D) of four queries of one head per pair of vec4.
     let stats = gpu.scratch("attention_stats", 32 * n_head as u64 * quads as u64)?;
     let keys = past_len + n_query;
-    // The largest chunk's dS, [n_head, chunk, keys rounded up to the lanes].
-    let ds_len = n_head as u64 * chunk as u64 * keys.next_multiple_of(lanes) as u64;
+    // The largest chunk's dS, [n_head, chunk, keys rounded up to a key-pass workgroup].
+    let block = KEYS_PER_LANE * lanes;
+    let ds_len = n_head as u64 * chunk as u64 * keys.next_multiple_of(block) as u64;
     let ds = gpu.scratch("attention_ds", 4 * ds_len)?;
     let scale = 1.0 / (head_dim as f32).sqrt();
     let base = Params { n_query, past_len, n_head, n_kv_head, scale, lo: 0, hi: n_query, accumulate: 0 };
     let bindings = [b.out.into(), b.lse.into(), b.dout.into(), (&stats).into()];
     batch.dispatch(&stats_pass, &base, &bindings, grid((n_head * quads).div_ceil(64)))?;
-    let key_groups = keys.div_ceil(lanes) * n_kv_head;
+    let key_groups = keys.div_ceil(block) * n_kv_head;
     for lo in (0..n_query).step_by(chunk as usize) {
         let hi = (lo + chunk).min(n_query);
         let params = Params { lo, hi, accumulate: (lo > 0) as u32, ..base };
