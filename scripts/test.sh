@@ -31,7 +31,7 @@ part native cargo test --workspace
 
 export CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver}
 export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-300}
-part wasm cargo test --target wasm32-unknown-unknown --test web --test web_data
+part wasm cargo test --target wasm32-unknown-unknown --test web --test web_data --test web_train
 
 e2e_summary="e2e: 0 passed, 1 failed (not run: the app did not build)"
 run_e2e() {

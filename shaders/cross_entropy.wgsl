@@ -125,7 +125,9 @@ fn cross_entropy_finalize(@builtin(local_invocation_index) lid: u32) {
         if (fin_mask[row] != 0u) {
             l = lse - st.z;
             if (st.w == 0.0) {
-                l = bitcast<f32>(0x7fc00000u); // NaN: the target was in no chunk
+                // NaN: the target was in no chunk. Built from a runtime value (st.w is 0
+                // here): Tint rejects a NaN constant expression.
+                l = bitcast<f32>(0x7fc00000u | u32(st.w));
             }
             count += 1.0;
         }

@@ -348,8 +348,8 @@ fn backward_span(head_dim: u32) -> u64 {
     LOOP_BUDGET.saturating_sub(fixed) / per_tile * bk
 }
 
-/// Keys per lane of the subgroup backward's key pass (`KB / SG` in
-/// attention_backward.wgsl): a workgroup of `lanes` lanes takes twice as many keys.
+/// Keys per lane of the subgroup backward's key pass, and (query, head) rows per lane of
+/// its query pass (`KB / SG`, `QB / SG` in attention_backward.wgsl).
 const KEYS_PER_LANE: u32 = 2;
 
 /// Most pieces of `lanes` vec4 columns a row may have on the subgroup backward (its
