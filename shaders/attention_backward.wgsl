@@ -12,12 +12,14 @@
 //                                      that see it; dk = scale Σ dS q, dv = Σ P dout,
 //                                      and dS into a scratch matrix;
 //   attention_backward_query_subgroup: dq = scale Σ_j dS[j] k[j].
-// Both subgroup passes mirror the forward's subgroup path: each lane owns two keys (key
-// pass) or one (query, head) row (query pass), and the lanes load the rows they stream
-// together, lane i the vec4 columns c SG + i, handing them round with subgroupBroadcast:
-// llvmpipe turns every lane's storage load into a scalar access, so sharing cuts the
-// loads per streamed row from HD4 to HD4 / SG per lane. Two keys per lane let each
-// shared value serve two keys (the key pass ran ~15% slower with one).
+// Both subgroup passes mirror the forward's subgroup path: one workgroup is one
+// subgroup, each lane owns two keys (key pass) or two (query, head) rows (query pass),
+// and the lanes load the rows they stream together, lane i the vec4 columns c SG + i,
+// handing them round with subgroupBroadcast: llvmpipe turns every lane's storage load
+// into a scalar access, so sharing cuts the loads per streamed row from HD4 to HD4 / SG
+// per lane. Two keys or rows per lane let each shared value serve both (on lavapipe,
+// the whole backward took 11.3 ms of CPU at 256 queries, 9/3 heads, head_dim 64;
+// 14.3 ms with one per lane).
 //
 // One key-pass + query-pass pair covers queries p.lo .. p.hi (a multiple of 4 apart,
 // but for the last); the Rust side splits long sequences into such chunks to bound the
@@ -321,82 +323,108 @@ fn attention_backward_kv_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builti
 @group(0) @binding(1) var<storage, read> qp_ds: array<vec4<f32>>;       // the chunk's dS, four keys per vec4
 @group(0) @binding(3) var<storage, read_write> qp_dq: array<vec4<f32>>; // [n_query, n_head, HEAD_DIM]
 
-var<private> acc: array<array<vec4<f32>, SG>, CHUNKS>; // dq / scale, split as k_a
+// Rows per query-pass workgroup: lane i owns rows first + i ("a") and first + SG + i ("b").
+const QB = 2u * SG;
+var<private> dq_a: array<array<vec4<f32>, SG>, CHUNKS>; // dq / scale, split as k_a
+var<private> dq_b: array<array<vec4<f32>, SG>, CHUNKS>;
 
-// Piece c of acc += Σ dS k over the four keys whose rows start at vec4 r (plus the
-// lane's column).
-fn q_update(c: u32, r: vec4<u32>, ds: vec4<f32>) {
+// Piece c of dq += Σ dS k over the four keys whose rows start at vec4 r (plus the
+// lane's column), for both rows.
+fn q_update(c: u32, r: vec4<u32>, ds_a: vec4<f32>, ds_b: vec4<f32>) {
     let o = c * SG;
     let k0 = k_cache[r.x + o];
     let k1 = k_cache[r.y + o];
     let k2 = k_cache[r.z + o];
     let k3 = k_cache[r.w + o];
-    acc[c][0] += lane0(k0, k1, k2, k3) * ds;
-    acc[c][1] += lane1(k0, k1, k2, k3) * ds;
-    acc[c][2] += lane2(k0, k1, k2, k3) * ds;
-    acc[c][3] += lane3(k0, k1, k2, k3) * ds;
+    var m = lane0(k0, k1, k2, k3);
+    dq_a[c][0] += m * ds_a; dq_b[c][0] += m * ds_b;
+    m = lane1(k0, k1, k2, k3);
+    dq_a[c][1] += m * ds_a; dq_b[c][1] += m * ds_b;
+    m = lane2(k0, k1, k2, k3);
+    dq_a[c][2] += m * ds_a; dq_b[c][2] += m * ds_b;
+    m = lane3(k0, k1, k2, k3);
+    dq_a[c][3] += m * ds_a; dq_b[c][3] += m * ds_b;
     if (SG == 8u) {
-        acc[c][4] += lane4(k0, k1, k2, k3) * ds;
-        acc[c][5] += lane5(k0, k1, k2, k3) * ds;
-        acc[c][6] += lane6(k0, k1, k2, k3) * ds;
-        acc[c][7] += lane7(k0, k1, k2, k3) * ds;
+        m = lane4(k0, k1, k2, k3);
+        dq_a[c][4] += m * ds_a; dq_b[c][4] += m * ds_b;
+        m = lane5(k0, k1, k2, k3);
+        dq_a[c][5] += m * ds_a; dq_b[c][5] += m * ds_b;
+        m = lane6(k0, k1, k2, k3);
+        dq_a[c][6] += m * ds_a; dq_b[c][6] += m * ds_b;
+        m = lane7(k0, k1, k2, k3);
+        dq_a[c][7] += m * ds_a; dq_b[c][7] += m * ds_b;
     }
 }
 
-fn q_store(c: u32, qb: u32) {
+// Writes piece c of row a's dq (from vec4 qa) if `a`, of row b's (qb) if `b`.
+fn q_store(c: u32, qa: u32, qb: u32, a: bool, b: bool) {
     for (var i = 0u; i < SG; i++) {
-        qp_dq[qb + c * SG + i] = acc[c][i] * p.scale;
+        let o = c * SG + i;
+        if (a) {
+            qp_dq[qa + o] = dq_a[c][i] * p.scale;
+        }
+        if (b) {
+            qp_dq[qb + o] = dq_b[c][i] * p.scale;
+        }
     }
 }
 
-// Query pass: one workgroup = one subgroup = SG (query, head) rows of one kv head of
+// Query pass: one workgroup = one subgroup = QB (query, head) rows of one kv head of
 // the chunk, t-major as in the forward; per four keys the lanes share the K rows as
-// there and each adds dS k to its row.
+// there and each adds dS k to its two rows.
 @compute @workgroup_size(SG)
 fn attention_backward_query_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                                      @builtin(local_invocation_index) lid: u32) {
     let group = p.n_head / p.n_kv_head;
     let rows = (p.hi - p.lo) * group;
-    let tiles = (rows + SG - 1u) / SG;
+    let tiles = (rows + QB - 1u) / QB;
     let wg = group_index(wid, nwg);
     if (wg >= tiles * p.n_kv_head) {
         return;
     }
     let hk = wg / tiles;
-    let first = (wg % tiles) * SG;
-    // Keys any row of the subgroup sees; uniform. Lanes past the last row redo it.
-    let n_keys = p.past_len + p.lo + min(first + SG - 1u, rows - 1u) / group + 1u;
-    let r = min(first + lid, rows - 1u);
-    let t = p.lo + r / group;
-    let h = hk * group + r % group;
-    let limit = p.past_len + t;
+    let first = (wg % tiles) * QB;
+    // Keys any row of the workgroup sees; uniform. Rows past the last redo it.
+    let n_keys = p.past_len + p.lo + min(first + QB - 1u, rows - 1u) / group + 1u;
+    let row_a = first + lid;
+    let row_b = row_a + SG;
+    let ra = min(row_a, rows - 1u);
+    let rb = min(row_b, rows - 1u);
+    let t_a = p.lo + ra / group;
+    let t_b = p.lo + rb / group;
+    let h_a = hk * group + ra % group;
+    let h_b = hk * group + rb % group;
     let ks = (p.past_len + p.hi + KB - 1u) / KB * KB;
     let chunk_rows = (p.hi - p.lo + 3u) / 4u * 4u;
-    let dsb = (h * chunk_rows + t - p.lo) * (ks / 4u);
+    let ds_row_a = (h_a * chunk_rows + t_a - p.lo) * (ks / 4u);
+    let ds_row_b = (h_b * chunk_rows + t_b - p.lo) * (ks / 4u);
     let last = n_keys - 1u;
     for (var j0 = 0u; j0 < n_keys; j0 += 4u) {
         // Keys past the end are clamped to the last (never read past it) and masked.
         let j = vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u);
         let r = (min(j, vec4<u32>(last)) * p.n_kv_head + hk) * HD4 + lid;
-        let ds = select(vec4<f32>(0.0), qp_ds[dsb + j0 / 4u], j <= vec4<u32>(limit));
-        q_update(0u, r, ds);
-        if (CHUNKS > 1u) { q_update(1u, r, ds); }
-        if (CHUNKS > 2u) { q_update(2u, r, ds); }
-        if (CHUNKS > 3u) { q_update(3u, r, ds); }
-        if (CHUNKS > 4u) { q_update(4u, r, ds); }
-        if (CHUNKS > 5u) { q_update(5u, r, ds); }
-        if (CHUNKS > 6u) { q_update(6u, r, ds); }
-        if (CHUNKS > 7u) { q_update(7u, r, ds); }
+        // Row (t, g) sees keys up to past_len + t.
+        let sa = select(vec4<f32>(0.0), qp_ds[ds_row_a + j0 / 4u], j <= vec4<u32>(p.past_len + t_a));
+        let sb = select(vec4<f32>(0.0), qp_ds[ds_row_b + j0 / 4u], j <= vec4<u32>(p.past_len + t_b));
+        q_update(0u, r, sa, sb);
+        if (CHUNKS > 1u) { q_update(1u, r, sa, sb); }
+        if (CHUNKS > 2u) { q_update(2u, r, sa, sb); }
+        if (CHUNKS > 3u) { q_update(3u, r, sa, sb); }
+        if (CHUNKS > 4u) { q_update(4u, r, sa, sb); }
+        if (CHUNKS > 5u) { q_update(5u, r, sa, sb); }
+        if (CHUNKS > 6u) { q_update(6u, r, sa, sb); }
+        if (CHUNKS > 7u) { q_update(7u, r, sa, sb); }
     }
-    if (first + lid < rows) {
-        let qb = (t * p.n_head + h) * HD4;
-        q_store(0u, qb);
-        if (CHUNKS > 1u) { q_store(1u, qb); }
-        if (CHUNKS > 2u) { q_store(2u, qb); }
-        if (CHUNKS > 3u) { q_store(3u, qb); }
-        if (CHUNKS > 4u) { q_store(4u, qb); }
-        if (CHUNKS > 5u) { q_store(5u, qb); }
-        if (CHUNKS > 6u) { q_store(6u, qb); }
-        if (CHUNKS > 7u) { q_store(7u, qb); }
-    }
+    let qa = (t_a * p.n_head + h_a) * HD4;
+    let qb = (t_b * p.n_head + h_b) * HD4;
+    let a = row_a < rows;
+    let b = row_b < rows;
+    q_store(0u, qa, qb, a, b);
+    if (CHUNKS > 1u) { q_store(1u, qa, qb, a, b); }
+    if (CHUNKS > 2u) { q_store(2u, qa, qb, a, b); }
+    if (CHUNKS > 3u) { q_store(3u, qa, qb, a, b); }
+    if (CHUNKS > 4u) { q_store(4u, qa, qb, a, b); }
+    if (CHUNKS > 5u) { q_store(5u, qa, qb, a, b); }
+    if (CHUNKS > 6u) { q_store(6u, qa, qb, a, b); }
+    if (CHUNKS > 7u) { q_store(7u, qa, qb, a, b); }
 }

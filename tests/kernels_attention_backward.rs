@@ -341,8 +341,8 @@ fn attention_backward_subgroup_chunks() -> Result<(), GpuError> {
     pollster::block_on(async {
         let gpu = gradcheck::gpu().await?;
         let mut rng = StdRng::seed_from_u64(37);
+        // dS of all 301 queries: 64 heads × 301 × 451 keys × 4 bytes = 34.8 MB.
         let s = shape(301, 150, 64, 4, 32);
-        assert!(64 * 301 * 451 * 4 > 32 << 20);
         let r = run(&gpu, &mut rng, s, &paths(&gpu, 32)).await?;
         assert_eq!(r.grads.len(), 3);
         let query_rows = [(0, 0), (3, 17), (151, 63), (152, 5), (153, 30), (300, 0), (300, 63)];

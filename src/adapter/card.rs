@@ -82,10 +82,12 @@ mod tests {
     #[test]
     fn card_names_files_and_counts_but_no_text() {
         let adapter = Adapter { config: LoraConfig::default(), base_name: "SmolLM2".into(), pairs: vec![] };
-        let mut data = Summary::default();
-        data.examples = 3;
-        data.content_hash = "abc123".into();
-        data.files.push(crate::data::FileSummary { file: "/home/t/private/notes.md".into(), examples: 3, ..Default::default() });
+        let data = Summary {
+            examples: 3,
+            content_hash: "abc123".into(),
+            files: vec![crate::data::FileSummary { file: "/home/t/private/notes.md".into(), examples: 3, ..Default::default() }],
+            ..Summary::default()
+        };
         let facts = TrainingFacts {
             steps: 10,
             epochs: 2,

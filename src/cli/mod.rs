@@ -18,6 +18,8 @@ struct Cli {
     command: Command,
 }
 
+// One variant per command, parsed once: their size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Architecture, parameters, tensor types and memory needs of a GGUF model.

@@ -619,7 +619,7 @@ async fn backward_subgroup(
         ];
         batch.dispatch(&key_pass, &params, &bindings, grid(key_groups))?;
         let bindings = [(&ds).into(), b.k_cache.into(), b.dq.into()];
-        batch.dispatch(&query_pass, &params, &bindings, grid(((hi - lo) * group).div_ceil(lanes) * n_kv_head))?;
+        batch.dispatch(&query_pass, &params, &bindings, grid(((hi - lo) * group).div_ceil(block) * n_kv_head))?;
     }
     batch.retain([stats, ds]);
     Ok(())

@@ -264,7 +264,7 @@ fn layout(model: &Config, config: &LoraConfig) -> Result<Layout, ModelError> {
     let mut slots = Vec::new();
     let mut index = vec![[None; 7]; model.n_layers];
     let mut len = 0usize;
-    for layer in 0..model.n_layers {
+    for (layer, row) in index.iter_mut().enumerate() {
         for (pos, &target) in Target::ALL.iter().enumerate() {
             if !config.targets.contains(&target) {
                 continue;
@@ -286,7 +286,7 @@ fn layout(model: &Config, config: &LoraConfig) -> Result<Layout, ModelError> {
             if len > u32::MAX as usize {
                 return Err(ModelError::BadConfig("the adapter has more than 2^32 values".into()));
             }
-            index[layer][pos] = Some(slots.len());
+            row[pos] = Some(slots.len());
             slots.push(Slot { layer, target, d_in, d_out, a: a as u32, b: b as u32 });
         }
     }

@@ -277,10 +277,17 @@ fn file_cells(file: Option<FileReport>) -> AnyView {
     };
     let status = match (&f.error, f.warnings.len()) {
         (Some(error), _) => view! { <span class="bad">{format!("Not used: {error}")}</span> }.into_any(),
+        (None, 0) if f.examples == 0 => view! { <span class="bad">"Not used: no text found"</span> }.into_any(),
         (None, 0) => view! { <span class="good">"Ready"</span> }.into_any(),
         (None, n) => view! {
             <details>
-                <summary>{format!("Ready, {n} note{}", if n == 1 { "" } else { "s" })}</summary>
+                <summary class=if f.examples == 0 { "bad" } else { "" }>
+                    {format!(
+                        "{}, {n} note{}",
+                        if f.examples == 0 { "Not used" } else { "Ready" },
+                        if n == 1 { "" } else { "s" }
+                    )}
+                </summary>
                 <ul class="notes">{f.warnings.iter().map(|w| view! { <li>{w.clone()}</li> }).collect_view()}</ul>
             </details>
         }

@@ -23,8 +23,11 @@ use classtune::train::{Decay, OptimizerOptions, Schedule, Trainer};
 use super::{course, EngineWorker, Loaded};
 use crate::protocol::{DataSettings, FromWorker, StepProgress, TrainPhase, TrainSettings, TrainingPlan};
 
-/// Evaluations of the validation loss over a run (besides the base model's).
+/// Evaluations of the validation loss over a run (besides the base model's), at most.
 const EVALUATIONS: usize = 10;
+/// Share of the run's time the evaluations may take, at most (on a slow device a
+/// large validation split is measured less often).
+const EVALUATION_SHARE: f64 = 0.2;
 /// Fraction of the steps warming the learning rate up.
 const WARMUP: f64 = 0.05;
 /// Sequences at least this long keep only layer inputs and recompute the rest in the
@@ -78,6 +81,18 @@ impl Session {
             message: self.message.clone(),
         }
     }
+}
+
+/// Steps between validation losses: about [`EVALUATIONS`] per run, fewer when one
+/// evaluation costs more than [`EVALUATION_SHARE`] of the steps between two. An
+/// evaluation is a forward pass per example, about half the cost per token of a
+/// training step's forward and backward.
+fn eval_every(data: &Dataset, run: &RunOptions, total_steps: usize) -> usize {
+    let tokens = |split: &[classtune::train::run::Tokens]| split.iter().map(|t| t.ids.len()).sum::<usize>() as f64;
+    let per_step = tokens(&data.train) / data.train.len().max(1) as f64 * run.per_step() as f64;
+    let evaluation_in_steps = tokens(&data.validation) / (2.0 * per_step.max(1.0));
+    let affordable = (evaluation_in_steps / EVALUATION_SHARE).ceil() as usize;
+    total_steps.div_ceil(EVALUATIONS).max(affordable).max(1)
 }
 
 /// How a loop ended.
@@ -160,7 +175,7 @@ impl EngineWorker {
             seed: settings.seed,
         };
         let total_steps = run.total_steps(dataset.train.len());
-        run.eval_every = total_steps.div_ceil(EVALUATIONS).max(1);
+        run.eval_every = eval_every(&dataset, &run, total_steps);
         let optimizer = OptimizerOptions {
             schedule: Schedule {
                 lr: settings.lr,
