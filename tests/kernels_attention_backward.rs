@@ -1,8 +1,9 @@
 //! Causal GQA attention backward: the CPU reference against finite differences of an
-//! f64 forward; the GPU against the CPU reference at odd shapes (1 to 130 queries, a
-//! cache prefix, groups 1 to 7, head dims 16 to 80), at SmolLM2's heads with 256
-//! queries, sampled at 1024 queries, and on spans the loop budget splits into several
-//! dispatches.
+//! f64 forward; every path the device has (`Tiled`, `Subgroup`, `Auto`) against the CPU
+//! reference at odd shapes (1 to 130 queries, a cache prefix, groups 1 to 7, head dims
+//! 16 to 128), at SmolLM2's heads with 256 queries, sampled at 1024 queries, on spans the
+//! loop budget splits into several dispatches, and on queries the subgroup path splits
+//! into chunks. `attention_backward_timing` (ignored) times the paths.
 
 mod gradcheck;
 

@@ -317,9 +317,9 @@ pub enum AttentionBackwardPath {
     Tiled,
     /// attention_backward.wgsl: a stats pass, a key pass (dk, dv) that also stores dS,
     /// a query pass dq = dS k: five matrix products instead of seven. One subgroup per
-    /// workgroup; the lanes share the rows they stream with `subgroupBroadcast`, as the
-    /// forward's `Subgroup` path. Queries are split into chunks that bound the dS
-    /// scratch at 32 MiB. About 14× faster than `Tiled` on lavapipe.
+    /// workgroup, two keys or rows per lane; the lanes share the rows they stream with
+    /// `subgroupBroadcast`, as the forward's `Subgroup` path. Queries are split into chunks that bound the dS
+    /// scratch at 32 MiB. About 18× faster than `Tiled` on lavapipe.
     Subgroup,
 }
 
@@ -493,8 +493,8 @@ pub async fn attention_backward_path(
         (AttentionBackwardPath::Subgroup, _) if n_query > 0 => Err(GpuError::shape(
             NAME,
             format!(
-                "{shape:?}: the subgroup backward needs a fixed subgroup of 4 or 8 lanes dividing head_dim / 4 and its \
-                 passes within llvmpipe's loop budget; {}",
+                "{shape:?}: the subgroup backward needs a fixed subgroup of 4 or 8 lanes dividing head_dim / 4 into at \
+                 most {MAX_CHUNKS} pieces, and its passes within llvmpipe's loop budget; {}",
                 gpu.describe()
             ),
         )),
