@@ -1,12 +1,16 @@
 // The teacher's whole flow in the app, on the tiny test model (fixtures/tiny): add the
-// sample course (plus a file with personal data, redaction off), train a few dozen
-// steps, pause and resume, watch the chart and the loss fall, compare base and
+// sample course (and, by drag and drop, a note with personal data), train a few dozen
+// steps with a pause and resume, watch the chart and the loss fall (step by step the
+// same losses as the native `classtune train` on the same files), compare base and
 // adapter answers streamed side by side, export the adapter three ways and parse each
-// file. Every request is recorded and none may leave the origin; long tasks on the
-// page's main thread during training are measured and the worst is reported.
+// file; then train briefly without redaction and check the memorization warning.
+// Every request is recorded and none may leave the origin; long tasks on the page's
+// main thread during training are measured and the worst is reported.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inflateRawSync } from 'node:zlib';
@@ -17,7 +21,9 @@ import { serveDist } from './serve.mjs';
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const DIST = process.env.CLASSTUNE_DIST ?? path.join(ROOT, 'dist');
 const FIXTURES = path.join(ROOT, 'fixtures/tiny');
-const COURSE = ['water-cycle-notes.md', 'water-cycle-handout.pdf', 'water-cycle-qa.csv'].map((f) =>
+const CLI = path.join(ROOT, 'target/debug/classtune');
+// In the order `classtune train` reads the sample course (sorted), so both see the same data.
+const COURSE = ['water-cycle-handout.pdf', 'water-cycle-notes.md', 'water-cycle-qa.csv'].map((f) =>
   path.join(ROOT, 'sample-course', f),
 );
 // Kept tiny for SwiftShader: the tiny model, 64-token examples, 24 steps of 2.
@@ -27,6 +33,11 @@ const TRIP_NOTE =
   'Field trip to the reservoir on Friday. Questions about the water cycle worksheet go to ' +
   'Ms Rivera at j.rivera@example-school.org or 0161 496 0142. Bring a raincoat: clouds are ' +
   'water vapour that has condensed, and they may rain on us.\n';
+// Browser (SwiftShader) vs native (lavapipe) training loss per step, as the page
+// prints it (3 decimals).
+const NATIVE_TOLERANCE = 0.01;
+// A folder for screenshots of the steps at 1280×800 (docs/screenshots); none if unset.
+const SHOTS = process.env.CLASSTUNE_SCREENSHOTS;
 const MODEL_MS = 300_000;
 const TRAIN_MS = 480_000;
 
@@ -41,6 +52,28 @@ after(async () => {
   await server?.close();
 });
 
+/**
+ * The per-step training loss of the native `classtune train` with the test's settings
+ * on `files` (named as the page names them: the CLI runs beside copies of them).
+ */
+function nativeLosses(files) {
+  if (!existsSync(CLI)) {
+    execFileSync('cargo', ['build', '--bin', 'classtune'], { cwd: ROOT, stdio: 'inherit' });
+  }
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'classtune-train-'));
+  try {
+    for (const { name, buffer } of files) writeFileSync(path.join(dir, name), buffer);
+    execFileSync(CLI, [
+      'train', '--model', path.join(FIXTURES, 'tiny-llama.gguf'), '--data', ...files.map((f) => f.name),
+      '--out', 'out', '--seq-len', SETTINGS['seq-len'], '--lr', SETTINGS.lr, '--max-steps', SETTINGS['max-steps'],
+      '--batch', SETTINGS.batch, '--rank', SETTINGS.rank, '--alpha', SETTINGS.alpha, '--epochs', '1', '--eval-every', '0',
+    ], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+    return readFileSync(path.join(dir, 'out/metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).loss);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** The train line's points as [x, y] (screen y grows as the loss falls). */
 async function trainPoints(page) {
   const points = (await page.getByTestId('train-line').getAttribute('points')) ?? '';
@@ -50,6 +83,11 @@ async function trainPoints(page) {
 /** Steps done, from the progress bar. */
 async function stepsDone(page) {
   return Number((await page.getByTestId('train-progress').getAttribute('value')) ?? 0);
+}
+
+/** A screenshot of one section, when SHOTS is set. */
+async function shoot(page, section, name) {
+  if (SHOTS) await page.locator(section).screenshot({ path: path.join(SHOTS, name) });
 }
 
 /** Waits until `predicate(page)` holds, polling. */
@@ -103,6 +141,12 @@ test('a teacher trains, compares and exports an adapter, all on this device', as
   const log = record(context, page);
   await page.addInitScript(() => {
     window.__longTasks = [];
+    // Every step's stats line, as the page shows it.
+    window.__stats = [];
+    new MutationObserver(() => {
+      const stats = document.querySelector('[data-testid="train-stats"]');
+      if (stats && stats.textContent !== window.__stats.at(-1)) window.__stats.push(stats.textContent);
+    }).observe(document, { childList: true, characterData: true, subtree: true });
     new PerformanceObserver((list) => {
       for (const e of list.getEntries()) window.__longTasks.push({ start: e.startTime, duration: e.duration });
     }).observe({ type: 'longtask', buffered: true });
@@ -128,11 +172,12 @@ test('a teacher trains, compares and exports an adapter, all on this device', as
   }
   assert.equal(await page.getByTestId('settings-problem').count(), 0);
 
-  // 2. Course material: the sample course plus a note with personal data, kept.
-  await page.getByTestId('redact').uncheck();
-  await page.getByTestId('course-files').setInputFiles(
-    COURSE.map((file) => ({ name: path.basename(file), mimeType: 'application/octet-stream', buffer: readFileSync(file) })),
-  );
+  // 2. Course material: the sample course plus a note with personal data (replaced).
+  const files = [
+    ...COURSE.map((file) => ({ name: path.basename(file), mimeType: 'application/octet-stream', buffer: readFileSync(file) })),
+    { name: 'trip-note.txt', mimeType: 'text/plain', buffer: Buffer.from(TRIP_NOTE) },
+  ];
+  await page.getByTestId('course-files').setInputFiles(files.slice(0, 3));
   // The fourth file arrives by drag and drop.
   await until(page, 'the first report', async (p) => (await p.getByTestId('course-busy').count()) === 0, 60_000);
   const dropped = await page.evaluateHandle((text) => {
@@ -161,7 +206,7 @@ test('a teacher trains, compares and exports an adapter, all on this device', as
   // and the page says so instead of failing.
   assert.match(statuses['water-cycle-qa.csv'], /^Not used, \d+ notes/);
   assert.match(await page.getByTestId('course-preview').innerText(), /⟦/, 'the preview marks trained text');
-  assert.match(await page.getByTestId('course-pii').innerText(), /kept/);
+  assert.match(await page.getByTestId('course-pii').innerText(), /replaced/);
 
   // Training, with the page's main thread watched.
   const trainStart = await page.evaluate(() => performance.now());
@@ -195,6 +240,26 @@ test('a teacher trains, compares and exports an adapter, all on this device', as
   const valDots = await page.locator('[data-testid="loss-chart"] circle').count();
   assert.ok(valDots >= 3, `validation points on the chart: ${valDots}`);
 
+  await shoot(page, '#course', 'course.png');
+  await shoot(page, '#train', 'train.png');
+
+  // The same losses as the native trainer: the worker runs the CLI's loop, and the
+  // pause and resume in the middle changed nothing.
+  const browserLosses = new Map();
+  for (const line of await page.evaluate(() => window.__stats)) {
+    const m = line.match(/^Step (\d+) of \d+ · loss ([\d.]+)/);
+    if (m) browserLosses.set(Number(m[1]), Number(m[2]));
+  }
+  const native = nativeLosses(files);
+  assert.equal(native.length, STEPS);
+  let worstDiff = 0;
+  native.forEach((loss, i) => {
+    assert.ok(browserLosses.has(i + 1), `the page showed no loss for step ${i + 1}`);
+    worstDiff = Math.max(worstDiff, Math.abs(browserLosses.get(i + 1) - loss));
+  });
+  t.diagnostic(`loss per step, browser vs native: max |diff| ${worstDiff.toFixed(4)} over ${STEPS} steps`);
+  assert.ok(worstDiff <= NATIVE_TOLERANCE, `browser and native losses differ by ${worstDiff}`);
+
   const allLongTasks = await page.evaluate(() => window.__longTasks);
   const longTasks = allLongTasks.filter((e) => e.start >= trainStart && e.start <= trainEnd);
   const worst = Math.max(0, ...longTasks.map((e) => e.duration));
@@ -225,9 +290,10 @@ test('a teacher trains, compares and exports an adapter, all on this device', as
   const updates = await page.evaluate(() => window.__adapterUpdates);
   assert.ok(updates >= 2, `the adapter's answer changed ${updates} times: expected streamed tokens`);
   assert.equal(await page.getByTestId('generation-error-adapter').count(), 0);
+  await shoot(page, '#try', 'try.png');
 
-  // 5. Export: the memorization warning first, then each file, parsed.
-  assert.match(await page.getByTestId('memorize-warning').innerText(), /memorize/);
+  // 5. Export: each file, parsed. The course's personal data was replaced: no warning.
+  assert.equal(await page.getByTestId('memorize-warning').count(), 0);
 
   const peft = await download(page, 'peft');
   assert.match(peft.name, /-peft\.zip$/);
@@ -260,12 +326,39 @@ test('a teacher trains, compares and exports an adapter, all on this device', as
   assert.deepEqual(header['lora.params'].shape, header['adamw.m'].shape);
   assert.deepEqual(header['lora.params'].shape, header['adamw.v'].shape);
 
+  // Personal data kept: switching redaction off changes nothing for the adapter
+  // already trained, but a run on the unredacted material must warn before export.
+  await page.getByTestId('redact').uncheck();
+  await until(page, 'the course again', async (p) => /kept/.test(await p.getByTestId('course-pii').innerText()), 60_000);
+  assert.equal(await page.getByTestId('memorize-warning').count(), 0, 'the trained adapter saw no personal data');
+  await page.getByTestId('max-steps').fill('2');
+  await page.getByTestId('max-steps').press('Tab');
+  await page.getByTestId('train-start').click();
+  await until(page, 'the short run', async (p) => /^Done: 2 steps/.test(await p.getByTestId('train-status').innerText()), TRAIN_MS);
+  assert.match(await page.getByTestId('memorize-warning').innerText(), /memorize/);
+  await shoot(page, '#export', 'export.png');
+
+  // Starting over took the old adapter off the model: the base model answers as before.
+  await page.getByTestId('compare').uncheck();
+  await page.getByTestId('generate').click();
+  await page.getByTestId('generation-stats').waitFor({ state: 'detached' });
+  await page.getByTestId('generation-stats').waitFor({ timeout: 120_000 });
+  assert.equal(await page.getByTestId('output').textContent(), baseAnswer, 'the base model answered differently');
+
+  // Every control has a label (or an accessible name) and no step's text overflows a
+  // 1280-pixel-wide window.
+  const unlabelled = await page.locator('input, select, textarea, button').evaluateAll((controls) =>
+    controls
+      .filter((c) => !(c.labels?.length || c.getAttribute('aria-label') || (c.tagName === 'BUTTON' && c.textContent.trim())))
+      .map((c) => c.outerHTML.slice(0, 120)),
+  );
+  assert.deepEqual(unlabelled, [], 'controls without a label');
+  const scrollWidth = await page.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(scrollWidth <= 1280, `the page is ${scrollWidth} px wide at 1280`);
+
   // Nothing left the origin; nothing went wrong on the page.
   assert.equal(await page.getByTestId('engine-error').count(), 0);
   assert.deepEqual(offOrigin(log.requests, server.origin), [], 'requests that left the origin');
   assert.deepEqual(log.errors, [], 'errors on the page');
-  if (process.env.CLASSTUNE_SCREENSHOT) {
-    await page.screenshot({ path: process.env.CLASSTUNE_SCREENSHOT, fullPage: true });
-  }
   await context.close();
 });

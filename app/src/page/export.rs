@@ -106,14 +106,15 @@ fn describe(format: ExportFormat) -> (&'static str, &'static str) {
 
 pub fn section(app: AppState) -> impl IntoView {
     let export = app.export;
-    let unredacted = move || app.course.report.get().filter(|r| r.unredacted_personal_data).map(|r| r.personal_data);
+    // What the adapter was trained on, not the course's current settings.
+    let unredacted = move || app.train.plan.get().map(|p| p.unredacted_personal_data).filter(|&n| n > 0);
     view! {
         <section id="export" aria-labelledby="export-title">
             <h2 id="export-title">"5. Export"</h2>
             {move || unredacted().map(|n| view! {
                 <div class="warn" role="alert" data-testid="memorize-warning">
-                    <p><strong>"Your course material contained personal data that was not replaced "
-                        {format!("({n} found).")}</strong></p>
+                    <p><strong>"The course material this adapter was trained on contained personal data "
+                        {format!("that was not replaced ({n} found).")}</strong></p>
                     <p>
                         "Adapters can memorize training text: someone using this adapter may get it to repeat "
                         "names, email addresses or other details from your files. Keep it to yourself, or turn "

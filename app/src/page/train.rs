@@ -156,7 +156,7 @@ pub fn section(app: AppState) -> impl IntoView {
                     {move || if train.plan.get().is_some_and(|p| p.has_adapter) { "Start over" } else { "Start training" }}
                 </button>
                 <button data-testid="train-pause" on:click=pause
-                    disabled=move || phase() != Some(TrainPhase::Running) || train.stopping.get()>"Pause"</button>
+                    disabled=move || !phase().is_some_and(TrainPhase::is_active) || train.stopping.get()>"Pause"</button>
                 <button data-testid="train-resume" on:click=resume
                     disabled=move || phase() != Some(TrainPhase::Paused) || train.starting.get() || app.chat.busy()>"Resume"</button>
                 <button data-testid="train-cancel" on:click=cancel
@@ -295,11 +295,11 @@ fn progress_view(train: TrainState) -> impl IntoView {
         let p = train.progress.get()?;
         let val = train.val_losses.get().last().map(|v| format!(" · validation {:.3}", v.1)).unwrap_or_default();
         Some(format!(
-            "Step {} of {} · loss {:.3}{val} · {:.0} tokens/s · about {} left · GPU memory {} (peak {})",
+            "Step {} of {} · loss {:.3}{val} · {} tokens/s · about {} left · GPU memory {} (peak {})",
             p.step,
             p.total_steps,
             p.loss,
-            p.tokens_per_second,
+            if p.tokens_per_second < 10.0 { format!("{:.1}", p.tokens_per_second) } else { format!("{:.0}", p.tokens_per_second) },
             clock(p.eta_seconds),
             mib(p.gpu_bytes),
             mib(p.gpu_peak_bytes)

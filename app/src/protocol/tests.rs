@@ -168,6 +168,7 @@ fn training_replies_round_trip_with_payloads() {
             base_val_loss: Some(5.5),
             best_val_loss: None,
             has_adapter: true,
+            unredacted_personal_data: 2,
             message: None,
         }),
         FromWorker::Progress(StepProgress {

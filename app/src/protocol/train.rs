@@ -262,6 +262,9 @@ pub struct TrainingPlan {
     pub best_val_loss: Option<f64>,
     /// The adapter's weights exist (a step was taken): it can be tried and exported.
     pub has_adapter: bool,
+    /// Personal data the run's course held and kept (not redacted): the adapter may
+    /// have memorized it.
+    pub unredacted_personal_data: u32,
     /// Why it failed or ended early.
     pub message: Option<String>,
 }

@@ -275,6 +275,9 @@ impl EngineWorker {
         }
     }
 
+    // The model stays shared-borrowed while the GPU works: attaching an adapter needs
+    // `try_borrow_mut` and refuses (with a message) until this ends.
+    #[allow(clippy::await_holding_refcell_ref)]
     async fn run_generation(&self, id: u32, prompt: &str, settings: &GenerateSettings) -> Result<FromWorker, String> {
         let loaded = self.model.borrow().clone().ok_or("no model is loaded")?;
         let gpu = self.gpu().await.map_err(|e| format!("no GPU: {e}"))?;
@@ -361,6 +364,9 @@ impl EngineWorker {
     }
 
     /// Every position's logits for `ids`, with the model at `source`.
+    // The model stays shared-borrowed while the GPU works: attaching an adapter needs
+    // `try_borrow_mut` and refuses (with a message) until this ends.
+    #[allow(clippy::await_holding_refcell_ref)]
     async fn logits(&self, source: ModelSource, ids: &[u32]) -> Result<FromWorker, String> {
         let current = self.model.borrow().clone().filter(|loaded| loaded.source == source);
         let loaded = match current {

@@ -78,6 +78,10 @@ impl Session {
             base_val_loss: self.base_val_loss,
             best_val_loss: self.best_val_loss,
             has_adapter: self.state.as_ref().is_some_and(|s| s.step > 0),
+            unredacted_personal_data: match self.summary.unredacted_personal_data {
+                true => self.summary.personal_data.total() as u32,
+                false => 0,
+            },
             message: self.message.clone(),
         }
     }
@@ -108,7 +112,8 @@ impl EngineWorker {
         self.session.borrow().as_ref().is_some_and(|s| s.phase.is_active())
     }
 
-    /// Drops the run and its adapter (another model is coming).
+    /// Drops the run and its adapter's GPU weights. The caller takes the adapter off
+    /// the model first ([`EngineWorker::detach_adapter`]), or drops the model.
     pub(super) fn forget_training(&self) {
         self.session.borrow_mut().take();
         self.spare.borrow_mut().take();
@@ -155,6 +160,8 @@ impl EngineWorker {
         if self.course.borrow().is_empty() {
             return Err("add course material first".into());
         }
+        // The old adapter comes off the model before its run is forgotten.
+        self.detach_adapter(&loaded)?;
         let prepared = course::prepare(&self.course.borrow(), &loaded.tokenizer, &loaded.template, data, settings.seed)?;
         self.post(&FromWorker::Course(prepared.report));
         let dataset = prepared.dataset;
@@ -220,6 +227,8 @@ impl EngineWorker {
             return Err("no paused training to resume".into());
         }
         let loaded = self.model.borrow().clone().ok_or("the model is gone")?;
+        // Checked here, where refusing leaves the run paused, not in the loop.
+        self.detach_adapter(&loaded)?;
         self.control.set(Control::Run);
         self.set_phase(TrainPhase::Preparing, None);
         self.train(&loaded).await;
@@ -242,6 +251,9 @@ impl EngineWorker {
         self.set_phase(phase, message);
     }
 
+    // The model stays shared-borrowed while the GPU works: attaching an adapter needs
+    // `try_borrow_mut` and refuses (with a message) until this ends.
+    #[allow(clippy::await_holding_refcell_ref)]
     async fn train_loop(&self, gpu: &Gpu, loaded: &Loaded) -> Ending {
         // The loop's own copy of the session's settings: the session itself is only
         // borrowed between awaits.
@@ -371,7 +383,7 @@ impl EngineWorker {
         Ok(())
     }
 
-    fn detach_adapter(&self, loaded: &Loaded) -> Result<(), String> {
+    pub(super) fn detach_adapter(&self, loaded: &Loaded) -> Result<(), String> {
         let Some(version) = self.attached.get() else { return Ok(()) };
         let mut model = loaded.model.try_borrow_mut().map_err(|_| "another generation is running: wait for it to end")?;
         if let Some(weights) = model.attach(None) {
