@@ -206,7 +206,7 @@ fn rope_tables(c: &Config, seq: usize, device: &Device) -> (Tensor<4>, Tensor<4>
     let (mut cos, mut sin) = (Vec::with_capacity(seq * d), Vec::with_capacity(seq * d));
     for p in 0..seq {
         for i in 0..d {
-            let inv_freq = (c.rope_theta as f64).powf(-(2 * (i / 2)) as f64 / d as f64);
+            let inv_freq = (c.rope_theta as f64).powf(-((2 * (i / 2)) as f64) / d as f64);
             let angle = p as f64 * inv_freq;
             cos.push(angle.cos() as f32);
             sin.push(angle.sin() as f32);
