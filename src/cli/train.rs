@@ -284,25 +284,10 @@ fn prepare(args: &TrainArgs, tokenizer: &Tokenizer, template: &ChatTemplate) -> 
     if data.train.is_empty() {
         return Err(format!("no training examples came out of {} input file(s)", inputs.len()).into());
     }
-    if data.validation.is_empty() && args.val_fraction > 0.0 && data.train.len() >= 2 {
-        // Whole documents are held out so validation measures unseen material; with
-        // few documents none may fall on that side, so hold out examples instead.
-        let keep = (data.train.len() as f64 * args.val_fraction).round().max(1.0) as usize;
-        let mut ranked: Vec<(f64, usize)> = data
-            .train
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (classtune::data::split::unit_fraction(args.run.seed, &format!("{i}:{:?}", &t.ids[..t.ids.len().min(16)])), i))
-            .collect();
-        ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut held: Vec<usize> = ranked[..keep].iter().map(|&(_, i)| i).collect();
-        held.sort_unstable();
-        for &i in held.iter().rev() {
-            let t = data.train.remove(i);
-            data.validation.insert(0, t);
-        }
+    let held = data.hold_out_examples(args.val_fraction, args.run.seed);
+    if held > 0 {
         eprintln!(
-            "note: no whole document was held out for validation ({} document(s)); holding out {keep} of the examples instead",
+            "note: no whole document was held out for validation ({} document(s)); holding out {held} of the examples instead",
             summary.documents
         );
     }

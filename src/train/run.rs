@@ -30,6 +30,35 @@ pub struct Dataset {
     pub validation: Vec<Tokens>,
 }
 
+impl Dataset {
+    /// Whole documents are held out so validation measures unseen material; with few
+    /// documents none may fall on that side. Then this holds out a seeded `fraction`
+    /// of the training examples instead (at least one, keeping their order) and
+    /// returns how many; 0 when validation already has examples or there are fewer
+    /// than two.
+    pub fn hold_out_examples(&mut self, fraction: f64, seed: u64) -> usize {
+        if !self.validation.is_empty() || self.train.len() < 2 || fraction <= 0.0 {
+            return 0;
+        }
+        let keep = (self.train.len() as f64 * fraction).round().max(1.0) as usize;
+        let mut ranked: Vec<(f64, usize)> = self
+            .train
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (crate::data::split::unit_fraction(seed, &format!("{i}:{:?}", &t.ids[..t.ids.len().min(16)])), i))
+            .collect();
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut held = vec![false; self.train.len()];
+        for &(_, i) in &ranked[..keep] {
+            held[i] = true;
+        }
+        let (validation, train) = std::mem::take(&mut self.train).into_iter().zip(held).partition::<Vec<_>, _>(|(_, h)| *h);
+        self.train = train.into_iter().map(|(t, _)| t).collect();
+        self.validation = validation.into_iter().map(|(t, _)| t).collect();
+        keep
+    }
+}
+
 /// How long to train and how to batch.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunOptions {

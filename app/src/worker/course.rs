@@ -79,35 +79,9 @@ pub fn prepare(
             Split::Validation => dataset.validation.push(tokens),
         }
     }
-    hold_out_examples(&mut dataset, seed);
+    dataset.hold_out_examples(VALIDATION_FRACTION, seed);
     let report = report(&summary, &dataset, settings, preview);
     Ok(Prepared { dataset, summary, report })
-}
-
-/// Whole documents are held out so validation measures unseen material; a course of
-/// few documents may have none on that side, so hold out a tenth of the examples
-/// instead (as `classtune train` does).
-fn hold_out_examples(data: &mut Dataset, seed: u64) {
-    if !data.validation.is_empty() || data.train.len() < 2 {
-        return;
-    }
-    let keep = (data.train.len() as f64 * VALIDATION_FRACTION).round().max(1.0) as usize;
-    let mut ranked: Vec<(f64, usize)> = data
-        .train
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let key = format!("{i}:{:?}", &t.ids[..t.ids.len().min(16)]);
-            (classtune::data::split::unit_fraction(seed, &key), i)
-        })
-        .collect();
-    ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut held: Vec<usize> = ranked[..keep].iter().map(|&(_, i)| i).collect();
-    held.sort_unstable();
-    for &i in held.iter().rev() {
-        let t = data.train.remove(i);
-        data.validation.insert(0, t);
-    }
 }
 
 fn report(summary: &Summary, data: &Dataset, settings: &DataSettings, preview: String) -> CourseReport {
