@@ -158,7 +158,14 @@ async fn run(gpu: &Gpu, rng: &mut StdRng, s: AttentionShape, paths: &[AttentionB
 /// `abs + rel·|want|` with `abs` relative to the largest reference value: single
 /// gradient entries may cancel to near zero where their neighbours are large.
 fn check_grad(what: &str, got: &[f32], want: &[f64]) {
-    let big = want.iter().fold(0.0f64, |m, w| m.max(w.abs()));
+    check_grad_summed(what, got, want, 0.0);
+}
+
+/// As [`check_grad`], where `terms` is the largest sum of magnitudes of the terms that
+/// make one entry: an entry that cancels to zero (a query seeing one key has dq = 0)
+/// carries a rounding error of that size, whose sign and size differ between GPUs.
+fn check_grad_summed(what: &str, got: &[f32], want: &[f64], terms: f64) {
+    let big = want.iter().fold(terms, |m, w| m.max(w.abs()));
     assert_close(what, got, want, 2e-5 * big + 1e-7, 1e-4);
 }
 
@@ -228,13 +235,14 @@ fn attention_backward_matches_cpu() -> Result<(), GpuError> {
     })
 }
 
-/// SmolLM2's heads at a training length. Natively (lavapipe: a fixed subgroup of 8) the
-/// subgroup path must be on offer, or the tests would quietly skip it.
+/// SmolLM2's heads at a training length. On lavapipe (a fixed subgroup of 8: what CI
+/// runs) the subgroup path must be on offer, or the tests would quietly skip it; GPUs
+/// with wider subgroups (32 on NVIDIA) take the tiled path.
 #[test]
 fn attention_backward_smollm2_prefill() -> Result<(), GpuError> {
     pollster::block_on(async {
         let gpu = gradcheck::gpu().await?;
-        assert!(subgroup_lanes(&gpu, 64).is_some(), "{}", gpu.describe());
+        assert!(!gpu.is_software() || subgroup_lanes(&gpu, 64).is_some(), "{}", gpu.describe());
         let mut rng = StdRng::seed_from_u64(33);
         check(&gpu, &mut rng, shape(256, 0, 9, 3, 64)).await
     })
@@ -259,14 +267,18 @@ fn check_sampled(s: AttentionShape, r: &Run, query_rows: &[(usize, usize)], key_
         let p: Vec<f64> = sc.iter().map(|x| (x - m).exp() / z).collect();
         let dp: Vec<f64> = (0..n_keys).map(|j| dot(&r.dout[row.clone()], &r.v[kv(j, hk)])).collect();
         let d: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
-        let mut want = vec![0.0; hd];
+        let (mut want, mut terms) = (vec![0.0; hd], vec![0.0f64; hd]);
         for j in 0..n_keys {
-            for (c, w) in want.iter_mut().enumerate() {
-                *w += scale * p[j] * (dp[j] - d) * r.k[kv(j, hk)][c] as f64;
+            for c in 0..hd {
+                let k = r.k[kv(j, hk)][c] as f64;
+                want[c] += scale * p[j] * (dp[j] - d) * k;
+                terms[c] += (scale * p[j] * (dp[j].abs() + d.abs()) * k).abs();
             }
         }
+        let terms = terms.iter().fold(0.0f64, |m, &x| m.max(x));
         for g in &r.grads {
-            check_grad(&format!("{s:?} {:?} dq row (t {t}, h {h})", g.path), &g.dq[row.clone()], &want);
+            let what = format!("{s:?} {:?} dq row (t {t}, h {h})", g.path);
+            check_grad_summed(&what, &g.dq[row.clone()], &want, terms);
         }
     }
     for &(j, hk) in key_rows {
@@ -345,7 +357,7 @@ fn attention_backward_subgroup_chunks() -> Result<(), GpuError> {
         // dS of all 301 queries: 64 heads × 301 × 451 keys × 4 bytes = 34.8 MB.
         let s = shape(301, 150, 64, 4, 32);
         let r = run(&gpu, &mut rng, s, &paths(&gpu, 32)).await?;
-        assert_eq!(r.grads.len(), 3);
+        assert_eq!(r.grads.len(), paths(&gpu, 32).len());
         let query_rows = [(0, 0), (3, 17), (151, 63), (152, 5), (153, 30), (300, 0), (300, 63)];
         let key_rows = [(0, 0), (149, 1), (150, 2), (301, 3), (302, 0), (303, 1), (449, 2), (450, 3)];
         check_sampled(s, &r, &query_rows, &key_rows);

@@ -3,9 +3,10 @@
 
 The same configuration as the bench: the GGUF model dequantized to fp32 by transformers,
 LoRA rank 16 / alpha 32 on q,k,v,o,gate,up,down, AdamW, sequences of random token ids,
-`--threads` CPU threads. Prints one JSON line: tokens/s (median over the timed steps).
+`--threads` CPU threads (or `--device cuda`, for a lent GPU machine). Prints one JSON
+line: tokens/s (median over the timed steps).
 
-Usage: python3 scripts/bench/peft_train.py --model M.gguf [--seq 256] [--batch 4] [--steps 3] [--threads 2]
+Usage: python3 scripts/bench/peft_train.py --model M.gguf [--seq 256] [--batch 4] [--steps 3] [--threads 2] [--device cpu]
 """
 
 import argparse
@@ -27,6 +28,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -34,10 +36,11 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, torch_dtype=torch.float32)
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=2 * args.rank, target_modules=targets, lora_dropout=0.0))
-    model.train()
+    model.to(args.device).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
     vocab = model.config.vocab_size
-    ids = torch.randint(0, vocab, (args.batch, args.seq))
+    ids = torch.randint(0, vocab, (args.batch, args.seq)).to(args.device)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     rates = []
     for step in range(args.steps + 1):
         t = time.perf_counter()
@@ -46,9 +49,10 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
+        sync()
         if step > 0:  # the first step warms up allocators and threads
             rates.append(args.batch * args.seq / (time.perf_counter() - t))
-    print(json.dumps({"tokens_per_s": statistics.median(rates), "threads": args.threads, "loss": loss.item()}))
+    print(json.dumps({"tokens_per_s": statistics.median(rates), "threads": args.threads, "device": args.device, "loss": loss.item()}))
 
 
 if __name__ == "__main__":
