@@ -11,14 +11,12 @@ use classtune::gguf::{MappedFile, TensorSource};
 use classtune::gpu::{Gpu, GpuOptions};
 use classtune::model::{GenerateOptions, Generator, KvCache, Model};
 
+mod peers;
+use peers::median;
+
 const PREFILL: usize = 256;
 const DECODE: usize = 64;
 const RUNS: usize = 3;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 /// llama.cpp's prefill and decode tok/s for the same file, prompt length and budget.
 fn llama_cpp(path: &Path) -> Option<(f64, f64)> {

@@ -12,13 +12,15 @@
 //! MATMUL_PART=forward|grad runs one part only, MATMUL_GRAD_KERNEL=uniform|storage forces
 //! the input-gradient kernel.
 
-use std::process::Command;
 use std::time::Instant;
 
 use classtune::gguf::dequant::quantize;
 use classtune::gguf::GgmlType;
 use classtune::gpu::{Gpu, GpuError, GpuOptions};
 use classtune::kernels::matmul::{matmul_input_grad_with, matmul_with, InputGradKernel, MatmulKernel, Weight};
+
+mod peers;
+use peers::{median, numpy_gflops};
 
 /// (tokens, rows, cols): prefill, prefill lm_head, then the decode matvecs (attention and
 /// ffn up/gate, ffn down, lm_head).
@@ -33,32 +35,6 @@ const TRAIN_TOKENS: usize = 256;
 
 /// Vocabulary rows per lm_head chunk in training.
 const VOCAB_CHUNK: usize = 16384;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-/// numpy sgemm GFLOP/s for x[m×k] · w[n×k]ᵀ. The OpenBLAS overrides of this machine's
-/// environment select a slow kernel, so they are removed for this child only.
-fn numpy_gflops(m: usize, n: usize, k: usize) -> Option<f64> {
-    let script = format!(
-        "import numpy as np, time\n\
-         x=np.random.rand({m},{k}).astype(np.float32); w=np.random.rand({n},{k}).astype(np.float32)\n\
-         x@w.T\n\
-         ts=[]\n\
-         for _ in range(5):\n    t=time.perf_counter(); x@w.T; ts.append(time.perf_counter()-t)\n\
-         print(2*{m}*{n}*{k}/sorted(ts)[2]/1e9)"
-    );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .env_remove("OPENBLAS_CORETYPE")
-        .env_remove("OPENBLAS_L2_SIZE")
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-}
 
 fn weight_bytes(ty: GgmlType, n: usize, k: usize) -> Vec<u8> {
     match ty {

@@ -17,33 +17,11 @@ use classtune::model::{Config, LoraWeights, Model};
 use classtune::train::run::Tokens;
 use classtune::train::{Decay, OptimizerOptions, Schedule, Sequence, Trainer};
 
+mod peers;
+use peers::{median, numpy_gflops};
+
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-/// numpy sgemm GFLOP/s at a training-sized shape: the CPU's practical ceiling.
-fn numpy_gflops(m: usize, n: usize, k: usize) -> Option<f64> {
-    let script = format!(
-        "import numpy as np, time\n\
-         x=np.random.rand({m},{k}).astype(np.float32); w=np.random.rand({n},{k}).astype(np.float32)\n\
-         x@w.T\n\
-         ts=[]\n\
-         for _ in range(5):\n    t=time.perf_counter(); x@w.T; ts.append(time.perf_counter()-t)\n\
-         print(2*{m}*{n}*{k}/sorted(ts)[2]/1e9)"
-    );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .env_remove("OPENBLAS_CORETYPE")
-        .env_remove("OPENBLAS_L2_SIZE")
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
 /// PyTorch + PEFT tokens/s for the same configuration, 2 threads.

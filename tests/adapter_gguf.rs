@@ -359,7 +359,7 @@ fn export_checks_the_adapter_against_the_base() {
     assert!(matches!(to_gguf_lora(&bad, &base), Err(AdapterError::BadAlpha { .. })));
     let mut bad = good.clone();
     bad.pairs.pop();
-    assert!(matches!(to_gguf_lora(&bad, &base), Err(AdapterError::MissingPair { layer: 1, module: "ffn_up" })));
+    assert!(matches!(to_gguf_lora(&bad, &base), Err(AdapterError::MissingTensor { layer: 1, module: "ffn_up", .. })));
     let mut bad = good.clone();
     bad.pairs[0].b.pop();
     assert!(matches!(to_gguf_lora(&bad, &base), Err(AdapterError::Length { tensor: "lora_B", .. })));

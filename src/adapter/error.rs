@@ -49,8 +49,6 @@ pub enum AdapterError {
     BadAlpha { alpha: f32 },
     #[error("{what}: rank {rank} must be at least 1")]
     BadRank { what: String, rank: usize },
-    #[error("the adapter has no weights for layer {layer} {module}, one of its targets")]
-    MissingPair { layer: usize, module: &'static str },
     #[error("{file}: {source}")]
     Gguf {
         file: &'static str,

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Adapter, AdapterError, Factor, LoraConfig, LoraPair, Target};
+use super::{Adapter, AdapterError, Factor, LoraConfig, LoraPair, Naming, Target};
 use crate::gguf::write::GgufWriter;
 use crate::gguf::{dequant, GgmlType, Gguf, GgufError, TensorInfo, Value};
 use crate::model::Config;
@@ -55,7 +55,7 @@ pub fn folded_alpha(config: &LoraConfig) -> f32 {
 /// The adapter as a llama.cpp LoRA GGUF for the base model whose header is `base`.
 pub fn to_gguf_lora(adapter: &Adapter, base: &Gguf) -> Result<Vec<u8>, AdapterError> {
     let model = Config::from_gguf(base).map_err(|e| AdapterError::BaseModel(Box::new(e)))?;
-    check_adapter(adapter, &model)?;
+    adapter.check(&model, Naming::Gguf)?;
     let config = &adapter.config;
     let name = match adapter.base_name.is_empty() {
         true => "LoRA adapter".to_string(),
@@ -258,55 +258,6 @@ fn recover_config(file: &Gguf, alpha: f32, rank: usize, targets: Vec<Target>) ->
         true => ours,
         false => plain,
     }
-}
-
-/// Checks that the adapter has exactly one pair of the right shape per layer and target
-/// of `model`, a rank of at least 1 and a positive alpha (llama.cpp reads 0 as "scale 1").
-pub(crate) fn check_adapter(adapter: &Adapter, model: &Config) -> Result<(), AdapterError> {
-    let config = &adapter.config;
-    let rank = config.rank;
-    if rank == 0 {
-        return Err(AdapterError::BadRank { what: "the adapter".into(), rank });
-    }
-    if !(config.alpha.is_finite() && config.alpha > 0.0) {
-        return Err(AdapterError::BadAlpha { alpha: config.alpha });
-    }
-    let mut seen = BTreeMap::new();
-    for p in &adapter.pairs {
-        let (layer, module) = (p.layer, p.target.gguf_name());
-        if layer >= model.n_layers {
-            let tensor = gguf_lora_name(layer, p.target, Factor::A);
-            return Err(AdapterError::LayerOutOfRange { tensor, layer, n_layers: model.n_layers });
-        }
-        if !config.targets.contains(&p.target) {
-            return Err(AdapterError::NotATarget { layer, module });
-        }
-        let (d_in, d_out) = p.target.dims(model);
-        if p.d_in != d_in {
-            let (expected, found) = (vec![rank, d_in], vec![rank, p.d_in]);
-            return Err(AdapterError::Shape { layer, module, tensor: "lora_A", expected, found });
-        }
-        if p.d_out != d_out {
-            let (expected, found) = (vec![d_out, rank], vec![p.d_out, rank]);
-            return Err(AdapterError::Shape { layer, module, tensor: "lora_B", expected, found });
-        }
-        for (tensor, len, want) in [("lora_A", p.a.len(), rank * d_in), ("lora_B", p.b.len(), rank * d_out)] {
-            if len != want {
-                return Err(AdapterError::Length { layer, module, tensor, expected: want, found: len });
-            }
-        }
-        if seen.insert((layer, p.target), ()).is_some() {
-            return Err(AdapterError::Duplicate { layer, module });
-        }
-    }
-    for layer in 0..model.n_layers {
-        for &target in &config.targets {
-            if !seen.contains_key(&(layer, target)) {
-                return Err(AdapterError::MissingPair { layer, module: target.gguf_name() });
-            }
-        }
-    }
-    Ok(())
 }
 
 fn get_str<'a>(file: &'a Gguf, key: &'static str) -> Result<&'a str, AdapterError> {

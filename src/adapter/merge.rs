@@ -13,8 +13,7 @@
 
 use std::collections::HashMap;
 
-use super::gguf_lora::check_adapter;
-use super::{Adapter, AdapterError};
+use super::{Adapter, AdapterError, Naming};
 use crate::gguf::{dequant, GgmlType, Gguf, TensorInfo, Value};
 use crate::model::Config;
 
@@ -70,7 +69,7 @@ impl<'a> MergePlan<'a> {
     /// stored as `out`.
     pub fn new(base: &Gguf, adapter: &'a Adapter, out: MergeType) -> Result<MergePlan<'a>, AdapterError> {
         let model = Config::from_gguf(base).map_err(|e| AdapterError::BaseModel(Box::new(e)))?;
-        check_adapter(adapter, &model)?;
+        adapter.check(&model, Naming::Gguf)?;
         let by_name: HashMap<String, usize> = adapter
             .pairs
             .iter()

@@ -13,6 +13,8 @@ mod peft;
 mod peft_config;
 pub mod permute;
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::Config;
@@ -153,4 +155,79 @@ pub struct Adapter {
     /// The base model's `general.name` (or file name) as recorded in exports.
     pub base_name: String,
     pub pairs: Vec<LoraPair>,
+}
+
+/// Whose names errors use for modules and tensors: the file format being written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Naming {
+    Peft,
+    Gguf,
+}
+
+impl Naming {
+    fn module(self, target: Target) -> &'static str {
+        match self {
+            Naming::Peft => target.hf_module(),
+            Naming::Gguf => target.gguf_name(),
+        }
+    }
+
+    fn tensor(self, layer: usize, target: Target, factor: Factor) -> String {
+        match self {
+            Naming::Peft => peft_key(layer, target, factor),
+            Naming::Gguf => gguf_lora_name(layer, target, factor),
+        }
+    }
+}
+
+impl Adapter {
+    /// Checks the adapter fits `model` before it is written: a valid rank and alpha,
+    /// and exactly one pair of the right shape per layer and target.
+    pub(crate) fn check(&self, model: &Config, naming: Naming) -> Result<(), AdapterError> {
+        let config = &self.config;
+        let rank = config.rank;
+        if rank == 0 {
+            return Err(AdapterError::BadRank { what: "the adapter".into(), rank });
+        }
+        if !(config.alpha.is_finite() && config.alpha > 0.0) {
+            return Err(AdapterError::BadAlpha { alpha: config.alpha });
+        }
+        let mut seen = BTreeSet::new();
+        for p in &self.pairs {
+            let (layer, module) = (p.layer, naming.module(p.target));
+            if layer >= model.n_layers {
+                let tensor = naming.tensor(layer, p.target, Factor::A);
+                return Err(AdapterError::LayerOutOfRange { tensor, layer, n_layers: model.n_layers });
+            }
+            if !config.targets.contains(&p.target) {
+                return Err(AdapterError::NotATarget { layer, module });
+            }
+            let (d_in, d_out) = p.target.dims(model);
+            if p.d_in != d_in {
+                let (expected, found) = (vec![rank, d_in], vec![rank, p.d_in]);
+                return Err(AdapterError::Shape { layer, module, tensor: "lora_A", expected, found });
+            }
+            if p.d_out != d_out {
+                let (expected, found) = (vec![d_out, rank], vec![p.d_out, rank]);
+                return Err(AdapterError::Shape { layer, module, tensor: "lora_B", expected, found });
+            }
+            for (tensor, len, want) in [("lora_A", p.a.len(), rank * d_in), ("lora_B", p.b.len(), rank * d_out)] {
+                if len != want {
+                    return Err(AdapterError::Length { layer, module, tensor, expected: want, found: len });
+                }
+            }
+            if !seen.insert((layer, p.target)) {
+                return Err(AdapterError::Duplicate { layer, module });
+            }
+        }
+        for layer in 0..model.n_layers {
+            for &target in &config.targets {
+                if !seen.contains(&(layer, target)) {
+                    let tensor = naming.tensor(layer, target, Factor::A);
+                    return Err(AdapterError::MissingTensor { tensor, layer, module: naming.module(target) });
+                }
+            }
+        }
+        Ok(())
+    }
 }

@@ -10,7 +10,7 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use super::permute::{gguf_to_hf_rows, hf_to_gguf_rows, permuted_heads};
-use super::{peft_config, Adapter, AdapterError, LoraPair, Target};
+use super::{peft_config, Adapter, AdapterError, LoraPair, Naming, Target};
 use crate::model::Config;
 
 pub const SAFETENSORS_FILE: &str = "adapter_model.safetensors";
@@ -73,7 +73,7 @@ fn parse_key(name: &str) -> Option<(usize, Target, Factor)> {
 
 /// The adapter as PEFT files for the base model `model`.
 pub fn to_peft(adapter: &Adapter, model: &Config) -> Result<PeftFiles, AdapterError> {
-    check_pairs(adapter, model)?;
+    adapter.check(model, Naming::Peft)?;
     let rank = adapter.config.rank;
     let mut tensors = Vec::with_capacity(2 * adapter.pairs.len());
     for p in &adapter.pairs {
@@ -94,49 +94,6 @@ pub fn to_peft(adapter: &Adapter, model: &Config) -> Result<PeftFiles, AdapterEr
     let safetensors = safetensors::serialize(views, Some(metadata)).map_err(write_error)?;
     let config_json = peft_config::write(&adapter.config, &adapter.base_name)?;
     Ok(PeftFiles { safetensors, config_json })
-}
-
-/// Checks that the adapter has exactly one pair of the right shape per layer and target.
-fn check_pairs(adapter: &Adapter, model: &Config) -> Result<(), AdapterError> {
-    let config = &adapter.config;
-    let rank = config.rank;
-    let mut seen = BTreeMap::new();
-    for p in &adapter.pairs {
-        let (layer, module) = (p.layer, p.target.hf_module());
-        if layer >= model.n_layers {
-            let tensor = peft_key(layer, p.target, Factor::A);
-            return Err(AdapterError::LayerOutOfRange { tensor, layer, n_layers: model.n_layers });
-        }
-        if !config.targets.contains(&p.target) {
-            return Err(AdapterError::NotATarget { layer, module });
-        }
-        let (d_in, d_out) = p.target.dims(model);
-        if p.d_in != d_in {
-            let (expected, found) = (vec![rank, d_in], vec![rank, p.d_in]);
-            return Err(AdapterError::Shape { layer, module, tensor: "lora_A", expected, found });
-        }
-        if p.d_out != d_out {
-            let (expected, found) = (vec![d_out, rank], vec![p.d_out, rank]);
-            return Err(AdapterError::Shape { layer, module, tensor: "lora_B", expected, found });
-        }
-        for (tensor, len, want) in [("lora_A", p.a.len(), rank * d_in), ("lora_B", p.b.len(), rank * d_out)] {
-            if len != want {
-                return Err(AdapterError::Length { layer, module, tensor, expected: want, found: len });
-            }
-        }
-        if seen.insert((layer, p.target), ()).is_some() {
-            return Err(AdapterError::Duplicate { layer, module });
-        }
-    }
-    for layer in 0..model.n_layers {
-        for &target in &config.targets {
-            if !seen.contains_key(&(layer, target)) {
-                let tensor = peft_key(layer, target, Factor::A);
-                return Err(AdapterError::MissingTensor { tensor, layer, module: target.hf_module() });
-            }
-        }
-    }
-    Ok(())
 }
 
 fn le_bytes(values: &[f32]) -> Vec<u8> {
