@@ -9,7 +9,7 @@
 //!
 //! `cargo bench --bench matmul`; MATMUL_KERNEL=tiled|subgroup|vector forces a kernel,
 //! MATMUL_TYPES=F32,Q4_1 picks types, MATMUL_SHAPES=0,2 picks forward shapes (by index),
-//! MATMUL_PART=forward|grad runs one part only, MATMUL_GRAD_KERNEL=uniform|storage forces
+//! MATMUL_PART=forward|grad runs one part only, MATMUL_GRAD_KERNEL=uniform|storage|split forces
 //! the input-gradient kernel.
 
 use std::time::Instant;
@@ -114,6 +114,7 @@ async fn input_grad(gpu: &Gpu, forced: Option<MatmulKernel>, types: &[GgmlType])
     let grad_kernel = match std::env::var("MATMUL_GRAD_KERNEL").as_deref() {
         Ok("uniform") => InputGradKernel::Uniform,
         Ok("storage") => InputGradKernel::Storage,
+        Ok("split") => InputGradKernel::Split,
         _ => InputGradKernel::choose(&gpu.batch()),
     };
     println!("\ntraining shapes, {m} tokens: forward y = x·Wᵀ next to the input gradient dx = dy·W");

@@ -17,7 +17,12 @@
 //   (matmul_input_grad_pack, storage module) into [token tile][row][16 tokens], and each
 //   dispatch binds a 64 KiB window of it: up to 1024 rows of one tile, or whole tiles.
 // - storage, the file from "shared" on, for GPUs: dy read in place, one dispatch per
-//   weight chunk, as uniform-address loads are broadcasts there.
+//   weight chunk, as uniform-address loads are broadcasts there. Where that leaves most
+//   of a GPU idle (the lm_head: 576 columns × 256 tokens are only 1,152 lanes, each
+//   walking 16,384 rows), the rows are split into segments, a third dispatch dimension
+//   folded into the workgroup index: each segment writes its partial sums to its own
+//   slice of a scratch buffer (bound in the dx slot) and matmul_input_grad_reduce adds
+//   the slices into dx.
 //
 // Constants set by the loader: FMT (as matmul.wgsl), WG (lanes per workgroup).
 
@@ -49,7 +54,10 @@ struct Params {
     tiles: u32,      // token tiles of this dispatch
     tile_rows: u32,  // uniform and pack: rows per tile in the packed dy
     epilogue: u32,   // 0: dx = result, 1: dx += result
-    _pad: u32,
+    seg_rows: u32,   // rows per segment (a multiple of 4); 0: one segment of all rows
+    segments: u32,   // reduce: partial slices to add
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -64,12 +72,13 @@ struct Dy16 {
     q3: mat4x4<f32>,
 }
 
-// dx[t, k..k+8] (+)= (lo, hi); unrolled, so no loop counts against llvmpipe's budget.
-fn store_dx(t: u32, k: u32, lo: vec4<f32>, hi: vec4<f32>) {
+// dx[t, k..k+8] (+)= (lo, hi), in the slice `base` of dx; unrolled, so no loop counts
+// against llvmpipe's budget.
+fn store_dx(base: u32, t: u32, k: u32, lo: vec4<f32>, hi: vec4<f32>) {
     if (k >= p.cols || t >= p.tokens) {
         return;
     }
-    let i = t * p.cols + k;
+    let i = base + t * p.cols + k;
     var a = lo;
     var b = hi;
     if (p.epilogue == 1u) {
@@ -86,16 +95,27 @@ fn store_dx(t: u32, k: u32, lo: vec4<f32>, hi: vec4<f32>) {
     dx[i + 7u] = b.w;
 }
 
-// Workgroups: groups of WG · 8 columns fastest, then token tiles. Accumulators written
-// out by hand, as in matmul.wgsl (llvmpipe keeps indexed private arrays in memory).
-// The host keeps p.rows / 4 iterations within llvmpipe's 65,535 loop iterations.
+// Workgroups: groups of WG · 8 columns fastest, then token tiles, then row segments.
+// Accumulators written out by hand, as in matmul.wgsl (llvmpipe keeps indexed private
+// arrays in memory). The host keeps a segment's rows / 4 iterations within llvmpipe's
+// 65,535 loop iterations.
 @compute @workgroup_size(WG)
 fn matmul_input_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
     let g = group_index(wid, nwg);
     let col_groups = (p.cols / 8u + WG - 1u) / WG;
-    let tile = g / col_groups;
+    let per_segment = col_groups * p.tiles;
+    let segment = g / per_segment;
+    let tile = (g % per_segment) / col_groups;
     let k = ((g % col_groups) * WG + lid) * 8u;
+    let seg_rows = select(p.rows, p.seg_rows, p.seg_rows > 0u);
+    let n0 = segment * seg_rows;
+    let n1 = min(p.rows, n0 + seg_rows);
+    // Only past the last segment (the grid's rounding): segment 0 of an empty range
+    // still writes its zeros.
+    if (segment > 0u && n0 >= n1) {
+        return;
+    }
     // Lanes past K compute on the last columns and store nothing.
     let kc = min(k, p.cols - 8u);
     var l0 = vec4<f32>(0.0); var h0 = vec4<f32>(0.0);
@@ -114,12 +134,12 @@ fn matmul_input_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     var l13 = vec4<f32>(0.0); var h13 = vec4<f32>(0.0);
     var l14 = vec4<f32>(0.0); var h14 = vec4<f32>(0.0);
     var l15 = vec4<f32>(0.0); var h15 = vec4<f32>(0.0);
-    for (var n = 0u; n < p.rows; n += 4u) {
+    for (var n = n0; n < n1; n += 4u) {
         // Rows past the end repeat the last row (valid loads) with zero weight.
         let rn = vec4<u32>(n) + vec4<u32>(0u, 1u, 2u, 3u);
-        let r = min(rn, vec4<u32>(p.rows - 1u));
+        let r = min(rn, vec4<u32>(n1 - 1u));
         let b = (r + p.row0) * p.row_words;
-        let live = vec4<f32>(rn < vec4<u32>(p.rows));
+        let live = vec4<f32>(rn < vec4<u32>(n1));
         let v0 = dequant8(b.x, kc);
         let v1 = dequant8(b.y, kc);
         let v2 = dequant8(b.z, kc);
@@ -146,22 +166,23 @@ fn matmul_input_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         l15 += lo * d.q3[3]; h15 += hi * d.q3[3];
     }
     let t0 = (p.tile0 + tile) * 16u;
-    store_dx(t0, k, l0, h0);
-    store_dx(t0 + 1u, k, l1, h1);
-    store_dx(t0 + 2u, k, l2, h2);
-    store_dx(t0 + 3u, k, l3, h3);
-    store_dx(t0 + 4u, k, l4, h4);
-    store_dx(t0 + 5u, k, l5, h5);
-    store_dx(t0 + 6u, k, l6, h6);
-    store_dx(t0 + 7u, k, l7, h7);
-    store_dx(t0 + 8u, k, l8, h8);
-    store_dx(t0 + 9u, k, l9, h9);
-    store_dx(t0 + 10u, k, l10, h10);
-    store_dx(t0 + 11u, k, l11, h11);
-    store_dx(t0 + 12u, k, l12, h12);
-    store_dx(t0 + 13u, k, l13, h13);
-    store_dx(t0 + 14u, k, l14, h14);
-    store_dx(t0 + 15u, k, l15, h15);
+    let base = select(0u, segment * p.tokens * p.cols, p.seg_rows > 0u);
+    store_dx(base, t0, k, l0, h0);
+    store_dx(base, t0 + 1u, k, l1, h1);
+    store_dx(base, t0 + 2u, k, l2, h2);
+    store_dx(base, t0 + 3u, k, l3, h3);
+    store_dx(base, t0 + 4u, k, l4, h4);
+    store_dx(base, t0 + 5u, k, l5, h5);
+    store_dx(base, t0 + 6u, k, l6, h6);
+    store_dx(base, t0 + 7u, k, l7, h7);
+    store_dx(base, t0 + 8u, k, l8, h8);
+    store_dx(base, t0 + 9u, k, l9, h9);
+    store_dx(base, t0 + 10u, k, l10, h10);
+    store_dx(base, t0 + 11u, k, l11, h11);
+    store_dx(base, t0 + 12u, k, l12, h12);
+    store_dx(base, t0 + 13u, k, l13, h13);
+    store_dx(base, t0 + 14u, k, l14, h14);
+    store_dx(base, t0 + 15u, k, l15, h15);
 }
 
 // ---- storage dy: the storage module is the file from "shared" on ----
@@ -200,4 +221,24 @@ fn matmul_input_grad_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
         v = dy[t * p.dy_stride + p.dy_col + r];
     }
     dx[i] = v;
+}
+
+// dx[i] (+)= Σ_s part[s · tokens · cols + i]: the segments' partial sums, part bound in
+// the dy slot. One value per lane.
+@compute @workgroup_size(64)
+fn matmul_input_grad_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 64u + lid;
+    let n = p.tokens * p.cols;
+    if (i >= n) {
+        return;
+    }
+    var sum = 0.0;
+    for (var s = 0u; s < p.segments; s++) {
+        sum += dy[s * n + i];
+    }
+    if (p.epilogue == 1u) {
+        sum += dx[i];
+    }
+    dx[i] = sum;
 }

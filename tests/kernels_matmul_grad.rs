@@ -1,5 +1,6 @@
 //! The input gradient of the quantized matmul, dx (+)= dy · W, against the plain-loop CPU
-//! reference, for both kernels (dy through uniform windows, dy from storage): every
+//! reference, for every kernel (dy through uniform windows, dy from storage, and rows
+//! split into segments whose partial sums a second dispatch adds): every
 //! weight type, odd sizes, row ranges that start inside the matrix and cross chunk
 //! boundaries, the lm_head's vocabulary chunks, and ranges longer than one window and
 //! than one dispatch may walk on llvmpipe.
@@ -73,7 +74,7 @@ struct Case<'a> {
     accumulate: bool,
 }
 
-const KERNELS: [InputGradKernel; 2] = [InputGradKernel::Uniform, InputGradKernel::Storage];
+const KERNELS: [InputGradKernel; 3] = [InputGradKernel::Uniform, InputGradKernel::Storage, InputGradKernel::Split];
 
 /// Runs `c` with each kernel against the reference.
 fn run_case(gpu: &Gpu, rng: &mut StdRng, c: &Case<'_>) -> Result<(), GpuError> {

@@ -5,8 +5,8 @@
 //!
 //! For a projection y = x · Wᵀ that is dx = dy · W with rows 0..N; for the lm_head it runs
 //! once per vocabulary chunk, dy being that chunk's logit gradients, accumulating.
-//! Kernels in shaders/matmul_grad.wgsl, which also explains the two ways of reading dy
-//! ([`InputGradKernel`]).
+//! Kernels in shaders/matmul_grad.wgsl, which also explains the ways of reading dy and
+//! of splitting the rows ([`InputGradKernel`]).
 
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -57,7 +57,11 @@ struct Params {
     tile_rows: u32,
     /// 0: dx = result, 1: dx += result.
     epilogue: u32,
-    _pad: u32,
+    /// Rows per segment (split kernel); 0: one segment of all rows.
+    seg_rows: u32,
+    /// Partial slices the reduce adds.
+    segments: u32,
+    _pad: [u32; 2],
 }
 
 /// How the kernel reads dy; both give the same values.
@@ -67,17 +71,25 @@ pub enum InputGradKernel {
     /// per window (up to 1024 rows of 16 tokens): uniform loads are what a CPU device
     /// (llvmpipe) loads once for all lanes. Needs a dy-sized scratch buffer.
     Uniform,
-    /// dy read in place from storage, one dispatch per weight chunk: for GPUs.
+    /// dy read in place from storage, one dispatch per weight chunk.
     Storage,
+    /// As `Storage`, with the rows split into segments that run side by side and a
+    /// second dispatch adding their partial sums: for GPUs, where one lane per 8 columns
+    /// × 16 tokens leaves most of the device idle when there are few of both.
+    Split,
 }
 
 impl InputGradKernel {
     /// The faster kernel for this device.
     pub fn choose(batch: &Batch<'_>) -> InputGradKernel {
-        if batch.gpu().info().device_type == wgpu::DeviceType::Cpu && uniform_windows(batch) {
-            InputGradKernel::Uniform
+        if batch.gpu().is_software() {
+            if uniform_windows(batch) {
+                InputGradKernel::Uniform
+            } else {
+                InputGradKernel::Storage
+            }
         } else {
-            InputGradKernel::Storage
+            InputGradKernel::Split
         }
     }
 
@@ -104,7 +116,22 @@ fn module(kernel: InputGradKernel) -> &'static str {
         let shared_at = GRAD_SOURCE.find("// ---- shared: both modules").unwrap_or(0);
         [format!("{}\n{dequant}", &GRAD_SOURCE[..storage_at]), format!("{}\n{dequant}", &GRAD_SOURCE[shared_at..])]
     });
-    &modules[(kernel == InputGradKernel::Storage) as usize]
+    &modules[(kernel != InputGradKernel::Uniform) as usize]
+}
+
+/// Lanes the split kernel aims for: enough to fill a large GPU (an H100 runs 132 SMs ×
+/// 2048 lanes; a quarter of that hides the loads).
+const SPLIT_LANES: u32 = 1 << 16;
+
+/// Bytes of partial sums the split kernel may keep.
+const SPLIT_BYTES: u64 = 32 << 20;
+
+/// Segments for `rows` rows over `lanes` lanes: up to [`SPLIT_LANES`] lanes in all, at
+/// least 256 rows each, within [`SPLIT_BYTES`] of `slice` bytes each, and at most
+/// [`DISPATCH_ROWS`] rows each (llvmpipe's loop budget, for tests forcing this kernel).
+fn segments(rows: usize, lanes: u32, slice: u64) -> u32 {
+    let wanted = (SPLIT_LANES / lanes.max(1)).min((rows / 256) as u32).min((SPLIT_BYTES / slice.max(1)) as u32);
+    wanted.max(rows.div_ceil(DISPATCH_ROWS) as u32).max(1)
 }
 
 /// Lanes per workgroup (8 columns each) for `cols` columns. The uniform kernel is the CPU
@@ -116,8 +143,8 @@ fn lanes(kernel: InputGradKernel, cols: u32) -> u32 {
     let idle = |l: u32| octets.div_ceil(l) * l - octets;
     match kernel {
         InputGradKernel::Uniform => 8,
-        InputGradKernel::Storage if idle(32) < idle(64) => 32,
-        InputGradKernel::Storage => 64,
+        _ if idle(32) < idle(64) => 32,
+        _ => 64,
     }
 }
 
@@ -202,6 +229,37 @@ pub async fn matmul_input_grad_with(
     // The first dispatch of each token tile overwrites dx unless accumulating; each
     // kernel below gives every tile its first dispatch in its first window or piece.
     let mut first = !accumulate;
+    if kernel == InputGradKernel::Split {
+        let slice = 4 * t * k;
+        let total_lanes = token_tiles * col_groups * lanes;
+        let reduce = batch.gpu().pipeline(&kernel.kernel(w.ty(), lanes, "matmul_input_grad_reduce")).await?;
+        for chunk in &w.chunks {
+            let (lo, hi) = (rows.start.max(chunk.row0), rows.end.min(chunk.row0 + chunk.rows));
+            if lo >= hi {
+                continue;
+            }
+            let segments = segments(hi - lo, total_lanes, slice);
+            let seg_rows = (hi - lo).div_ceil(segments as usize).next_multiple_of(4) as u32;
+            let segments = (hi - lo).div_ceil(seg_rows as usize) as u32;
+            let part = batch.gpu().scratch("matmul_input_grad.partial", segments as u64 * slice)?;
+            let params = Params {
+                rows: (hi - lo) as u32,
+                row0: (lo - chunk.row0) as u32,
+                dy_col: (lo - rows.start) as u32,
+                seg_rows,
+                epilogue: 0,
+                ..base
+            };
+            let groups = grid(segments * token_tiles * col_groups);
+            batch.dispatch(&pipeline, &params, &[dy.into(), (&part).into(), (&chunk.buffer).into()], groups)?;
+            let params = Params { segments, epilogue: !first as u32, ..base };
+            first = false;
+            let groups = grid((t * k).div_ceil(64) as u32);
+            batch.dispatch(&reduce, &params, &[(&part).into(), dx.into()], groups)?;
+            batch.retain([part]);
+        }
+        return Ok(());
+    }
     if kernel == InputGradKernel::Storage {
         for chunk in &w.chunks {
             let (lo, hi) = (rows.start.max(chunk.row0), rows.end.min(chunk.row0 + chunk.rows));
