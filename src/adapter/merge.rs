@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 
 use super::{Adapter, AdapterError, Naming};
+use crate::gguf::write::{encode_header, TensorEntry};
 use crate::gguf::{dequant, GgmlType, Gguf, TensorInfo, Value};
 use crate::model::Config;
 
@@ -104,7 +105,11 @@ impl<'a> MergePlan<'a> {
             Some(slot) => slot.1 = Value::String(merged_name),
             None => metadata.push(("general.name", Value::String(merged_name))),
         }
-        let header = encode_header(&metadata, &tensors, alignment);
+        let entries: Vec<TensorEntry<'_>> = tensors
+            .iter()
+            .map(|t| TensorEntry { name: &t.base.name, dims: &t.base.dims, ty: t.ty, offset: t.offset })
+            .collect();
+        let header = encode_header(metadata.iter().map(|(k, v)| (*k, v)), &entries, alignment);
         let data_start = header.len() as u64;
         let len = match tensors.last() {
             Some(t) => data_start + t.offset + t.size,
@@ -210,58 +215,4 @@ pub fn write_merged<W: std::io::Write>(
         sink.write_all(&plan.tensor_bytes(i, data)?).map_err(AdapterError::MergeWrite)?;
     }
     sink.flush().map_err(AdapterError::MergeWrite)
-}
-
-/// GGUF v3 header bytes (as `GgufWriter` lays them out), padded to the data section.
-fn encode_header(metadata: &[(&str, Value)], tensors: &[MergedTensor], alignment: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(b"GGUF");
-    out.extend_from_slice(&3u32.to_le_bytes());
-    out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
-    for (key, value) in metadata {
-        put_string(&mut out, key);
-        out.extend_from_slice(&value.value_type().id().to_le_bytes());
-        put_value(&mut out, value);
-    }
-    for t in tensors {
-        put_string(&mut out, &t.base.name);
-        out.extend_from_slice(&(t.base.dims.len() as u32).to_le_bytes());
-        for d in &t.base.dims {
-            out.extend_from_slice(&d.to_le_bytes());
-        }
-        out.extend_from_slice(&t.ty.id().to_le_bytes());
-        out.extend_from_slice(&t.offset.to_le_bytes());
-    }
-    out.resize((out.len() as u64).next_multiple_of(alignment) as usize, 0);
-    out
-}
-
-fn put_string(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn put_value(out: &mut Vec<u8>, value: &Value) {
-    match value {
-        Value::U8(v) => out.push(*v),
-        Value::I8(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::U16(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::I16(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::U32(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::I32(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::F32(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::Bool(v) => out.push(u8::from(*v)),
-        Value::String(s) => put_string(out, s),
-        Value::U64(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::I64(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::F64(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::Array(ty, items) => {
-            out.extend_from_slice(&ty.id().to_le_bytes());
-            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
-            for item in items {
-                put_value(out, item);
-            }
-        }
-    }
 }

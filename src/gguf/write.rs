@@ -1,4 +1,5 @@
-//! Writing GGUF files: tiny test models now, adapters and merged models later.
+//! Writing GGUF files: tiny test models, LoRA adapters, and the header of merged models
+//! (whose tensors are streamed after it).
 
 use super::value::Value;
 use super::{GgmlType, GgufError};
@@ -64,37 +65,59 @@ impl GgufWriter {
 
     /// The complete file.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(b"GGUF");
-        out.extend_from_slice(&3u32.to_le_bytes());
-        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
-        out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
-        for (key, value) in &self.metadata {
-            put_string(&mut out, key);
-            out.extend_from_slice(&value.value_type().id().to_le_bytes());
-            put_value(&mut out, value);
-        }
         let mut offset = 0u64;
-        let mut offsets = Vec::with_capacity(self.tensors.len());
+        let mut entries = Vec::with_capacity(self.tensors.len());
         for (name, dims, ty, data) in &self.tensors {
-            put_string(&mut out, name);
-            out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
-            for d in dims {
-                out.extend_from_slice(&d.to_le_bytes());
-            }
-            out.extend_from_slice(&ty.id().to_le_bytes());
-            out.extend_from_slice(&offset.to_le_bytes());
-            offsets.push(offset);
+            entries.push(TensorEntry { name, dims, ty: *ty, offset });
             offset = (offset + data.len() as u64).next_multiple_of(self.alignment);
         }
-        let data_start = (out.len() as u64).next_multiple_of(self.alignment);
-        out.resize(data_start as usize, 0);
-        for ((_, _, _, data), offset) in self.tensors.iter().zip(offsets) {
-            out.resize((data_start + offset) as usize, 0);
+        let metadata = self.metadata.iter().map(|(k, v)| (k.as_str(), v));
+        let mut out = encode_header(metadata, &entries, self.alignment);
+        let data_start = out.len() as u64;
+        for ((_, _, _, data), entry) in self.tensors.iter().zip(&entries) {
+            out.resize((data_start + entry.offset) as usize, 0);
             out.extend_from_slice(data);
         }
         out
     }
+}
+
+/// A tensor's entry in a GGUF header; `offset` is relative to the data section.
+pub struct TensorEntry<'a> {
+    pub name: &'a str,
+    pub dims: &'a [u64],
+    pub ty: GgmlType,
+    pub offset: u64,
+}
+
+/// GGUF v3 header bytes, padded with zeros to the data section (a multiple of
+/// `alignment`).
+pub fn encode_header<'a>(
+    metadata: impl ExactSizeIterator<Item = (&'a str, &'a Value)>,
+    tensors: &[TensorEntry<'_>],
+    alignment: u64,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"GGUF");
+    out.extend_from_slice(&3u32.to_le_bytes());
+    out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+    for (key, value) in metadata {
+        put_string(&mut out, key);
+        out.extend_from_slice(&value.value_type().id().to_le_bytes());
+        put_value(&mut out, value);
+    }
+    for t in tensors {
+        put_string(&mut out, t.name);
+        out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+        for d in t.dims {
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        out.extend_from_slice(&t.ty.id().to_le_bytes());
+        out.extend_from_slice(&t.offset.to_le_bytes());
+    }
+    out.resize((out.len() as u64).next_multiple_of(alignment) as usize, 0);
+    out
 }
 
 fn put_string(out: &mut Vec<u8>, s: &str) {
