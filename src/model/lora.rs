@@ -82,7 +82,7 @@ impl LoraWeights {
         let mut values = vec![0f32; len];
         let mut seen = vec![false; slots.len()];
         for p in &adapter.pairs {
-            let found = index.get(p.layer).and_then(|row| row[target_pos(p.target)]);
+            let found = index.get(p.layer).and_then(|row| row[p.target as usize]);
             let Some(i) = found else {
                 return Err(ModelError::BadConfig(format!(
                     "the adapter has layer {} {} but the configuration does not adapt it",
@@ -169,7 +169,7 @@ impl LoraWeights {
 
     /// The slot of (layer, target), if adapted.
     pub(crate) fn slot(&self, layer: usize, target: Target) -> Option<Slot> {
-        self.index[layer][target_pos(target)].map(|i| self.slots[i])
+        self.index[layer][target as usize].map(|i| self.slots[i])
     }
 
     pub(crate) fn shape(&self, slot: Slot, tokens: u32) -> LoraShape {
@@ -238,10 +238,6 @@ fn split(config: &LoraConfig, slots: &[Slot], values: &[f32], base_name: &str) -
         })
         .collect();
     Adapter { config: config.clone(), base_name: base_name.to_string(), pairs }
-}
-
-fn target_pos(t: Target) -> usize {
-    t as usize
 }
 
 type Layout = (Vec<Slot>, Vec<[Option<usize>; 7]>, usize);
