@@ -154,6 +154,35 @@ fn recomputation_gives_the_same_gradients_with_and_without_dropout() {
 }
 
 #[test]
+fn measuring_passes_cleared_by_zero_grad_leave_the_step_unchanged() {
+    pollster::block_on(async {
+        let (gpu, model) = setup("tiny-llama").await;
+        let data = sequences(model.config.vocab, &[40, 33], 5);
+        let config = LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() };
+        let mut stats = Vec::new();
+        let mut weights = Vec::new();
+        for measure in [false, true] {
+            let lora = LoraWeights::init(&gpu, &model.config, &config, 3).unwrap();
+            let mut trainer = Trainer::new(&gpu, &model, lora, options(1e-2, 4), 64, false).unwrap();
+            if measure {
+                // What the app does before a run: two timed passes, then nothing kept.
+                let one = &seqs(&data)[..1];
+                for _ in 0..2 {
+                    trainer.accumulate(&gpu, one, one[0].targets()).await.unwrap();
+                }
+                trainer.zero_grad(&gpu).unwrap();
+                let cleared = trainer.lora().gradients(&gpu).await.unwrap();
+                assert!(cleared.pairs.iter().all(|p| p.a.iter().chain(&p.b).all(|&g| g == 0.0)));
+            }
+            stats.push(trainer.step(&gpu, &seqs(&data)).await.unwrap().loss);
+            weights.push(trainer.lora().to_adapter(&gpu, "tiny").await.unwrap());
+        }
+        assert_eq!(stats[0], stats[1]);
+        assert_eq!(weights[0], weights[1], "the measuring passes changed the step");
+    });
+}
+
+#[test]
 fn seeded_runs_repeat_and_the_loss_falls() {
     pollster::block_on(async {
         let (gpu, model) = setup("tiny-llama").await;

@@ -6,6 +6,7 @@
 
 pub mod chart;
 pub mod protocol;
+pub mod storage;
 
 #[cfg(target_arch = "wasm32")]
 pub mod link;

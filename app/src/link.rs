@@ -1,10 +1,11 @@
 //! The page's handle on the engine worker: spawn it, post [`ToWorker`] requests, get
 //! every [`FromWorker`] reply in one callback. Also the wire format both sides use:
 //! the JSON text alone, or `[text, ArrayBuffer...]` when a message carries payloads
-//! (the buffers are transferred, not copied).
+//! (the buffers are transferred, not copied), or `[text, Blob]` when it carries a file
+//! by reference (a model the teacher picked, a merged model built in the worker).
 
 use wasm_bindgen::prelude::*;
-use web_sys::{Event, MessageEvent, Worker, WorkerOptions};
+use web_sys::{Blob, Event, MessageEvent, Url, Worker, WorkerOptions};
 
 use crate::protocol::{FromWorker, ToWorker};
 
@@ -32,10 +33,18 @@ impl EngineLink {
 
         let (handler_link, handler_reply) = (link.clone(), on_reply.clone());
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+            let blob = wire_blob(&event.data());
             let reply = from_wire(event.data())
                 .and_then(|(text, payloads)| {
                     let mut reply = FromWorker::decode(&text).map_err(|e| e.to_string())?;
                     reply.attach(payloads)?;
+                    Ok(reply)
+                })
+                .and_then(|mut reply| {
+                    if let FromWorker::ExportedBlob { url, .. } = &mut reply {
+                        let blob = blob.ok_or("a file reply without its Blob")?;
+                        *url = Url::create_object_url_with_blob(&blob).map_err(describe)?;
+                    }
                     Ok(reply)
                 })
                 .unwrap_or_else(|message| FromWorker::Error {
@@ -71,6 +80,27 @@ impl EngineLink {
             web_sys::console::error_1(&format!("posting {} failed: {}", request.name(), describe(e)).into());
         }
     }
+
+    /// Posts a request with a file beside it, by reference (the worker reads it in
+    /// slices; the browser copies nothing).
+    pub fn send_with_blob(&self, request: &ToWorker, blob: &Blob) {
+        if let Err(e) = self.worker.post_message(&with_blob(&request.encode(), blob)) {
+            web_sys::console::error_1(&format!("posting {} failed: {}", request.name(), describe(e)).into());
+        }
+    }
+}
+
+/// A message as posted with a `Blob`: `[text, blob]`.
+pub fn with_blob(text: &str, blob: &Blob) -> JsValue {
+    js_sys::Array::of2(&JsValue::from_str(text), blob).into()
+}
+
+/// The `Blob` a posted message carries, if any.
+pub fn wire_blob(data: &JsValue) -> Option<Blob> {
+    if !js_sys::Array::is_array(data) {
+        return None;
+    }
+    js_sys::Array::from(data).iter().find_map(|part| part.dyn_into::<Blob>().ok())
 }
 
 /// A message as posted: the text alone, or `[text, buffer...]` with the buffers to
@@ -99,7 +129,11 @@ pub fn from_wire(data: JsValue) -> Result<(String, Vec<Vec<u8>>), String> {
     }
     let parts = js_sys::Array::from(&data);
     let text = parts.get(0).as_string().ok_or("the message array does not start with its text")?;
-    let payloads = (1..parts.length()).map(|i| js_sys::Uint8Array::new(&parts.get(i)).to_vec()).collect();
+    let payloads = (1..parts.length())
+        .map(|i| parts.get(i))
+        .filter(|part| part.is_instance_of::<js_sys::ArrayBuffer>())
+        .map(|buffer| js_sys::Uint8Array::new(&buffer).to_vec())
+        .collect();
     Ok((text, payloads))
 }
 

@@ -39,6 +39,9 @@ pub struct Gpu {
     pool: Arc<Pool>,
     /// First error the device reported outside an error scope (or its loss).
     fault: Arc<Mutex<Option<GpuError>>>,
+    /// Why the device is gone (driver reset, `destroy()`), once it is: nothing on it can
+    /// be used again, whatever error came first.
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 impl Gpu {
@@ -104,8 +107,14 @@ impl Gpu {
             record(&sink, error);
         }));
         let sink = fault.clone();
+        let lost = Arc::new(Mutex::new(None));
+        let lost_sink = lost.clone();
         device.set_device_lost_callback(move |reason, message| {
-            record(&sink, GpuError::DeviceLost(format!("{reason:?}: {message}")));
+            let why = format!("{reason:?}: {message}");
+            if let Ok(mut slot) = lost_sink.lock() {
+                *slot = Some(why.clone());
+            }
+            record(&sink, GpuError::DeviceLost(why));
         });
         Ok(Gpu {
             device,
@@ -115,8 +124,12 @@ impl Gpu {
             subgroups,
             pipelines: Mutex::new(HashMap::new()),
             stats: Arc::new(MemoryStats::default()),
+            // Pooled buffers hand themselves back from any clone; on wasm wgpu's handles
+            // are not Send, and there is one thread.
+            #[allow(clippy::arc_with_non_send_sync)]
             pool: Arc::new(Pool::default()),
             fault,
+            lost,
         })
     }
 
@@ -296,6 +309,12 @@ impl Gpu {
     /// A new, empty batch of work for this device.
     pub fn batch(&self) -> Batch<'_> {
         Batch::new(self)
+    }
+
+    /// Why the device was lost, if it was: a new [`Gpu`] is needed then, and everything
+    /// uploaded again.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().ok().and_then(|l| l.clone())
     }
 
     /// The first fault the device reported since the last call, if any.

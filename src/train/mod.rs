@@ -206,6 +206,17 @@ impl<'m> Trainer<'m> {
         Ok(sums.iter().zip(seqs).filter(|(_, s)| s.targets() > 0).map(|(&v, _)| v as f64).sum())
     }
 
+    /// Clears the accumulated gradients without a step: after passes that only measure
+    /// (the app times one before a run to estimate its duration).
+    pub fn zero_grad(&self, gpu: &Gpu) -> Result<(), TrainError> {
+        let state = self
+            .lora
+            .optimizer_state()
+            .ok_or_else(|| TrainError::Config("the adapter has no optimizer state".into()))?;
+        gpu.write(&state.grads, 0, &vec![0u8; self.lora.len() * 4])?;
+        Ok(())
+    }
+
     /// One optimizer step over `seqs` (the whole batch, gradient-accumulation
     /// micro-batches included): the mean loss over all their target tokens.
     pub async fn step(&mut self, gpu: &Gpu, seqs: &[Sequence<'_>]) -> Result<StepStats, TrainError> {

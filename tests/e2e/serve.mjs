@@ -20,7 +20,8 @@ const TYPES = {
 };
 
 /**
- * Serves `root`; resolves to { origin, close() }. `mounts` maps a URL prefix (e.g.
+ * Serves `root`; resolves to { origin, hits, close() }, `hits` being the path of every
+ * request that reached the server (the offline test checks none did). `mounts` maps a URL prefix (e.g.
  * '/test-fixtures/') to another folder, for files only the tests need (same origin).
  */
 export async function serveDist(root, mounts = {}) {
@@ -28,7 +29,9 @@ export async function serveDist(root, mounts = {}) {
   await fs.access(path.join(base, 'index.html')).catch(() => {
     throw new Error(`${base}/index.html is missing: build the app first (bash scripts/test.sh does)`);
   });
+  const hits = [];
   const server = createServer(async (req, res) => {
+    hits.push(req.url);
     try {
       const url = new URL(req.url, 'http://localhost');
       const pathname = decodeURIComponent(url.pathname);
@@ -66,6 +69,7 @@ export async function serveDist(root, mounts = {}) {
   const { port } = server.address();
   return {
     origin: `http://127.0.0.1:${port}`,
+    hits,
     close: () => new Promise((resolve) => server.close(resolve)),
   };
 }

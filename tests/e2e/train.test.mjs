@@ -185,8 +185,8 @@ test('a teacher trains, compares and exports an adapter, all on this device', as
     transfer.items.add(new File([text], 'trip-note.txt', { type: 'text/plain' }));
     return transfer;
   }, TRIP_NOTE);
-  await page.locator('.dropzone').dispatchEvent('dragover', { dataTransfer: dropped });
-  await page.locator('.dropzone').dispatchEvent('drop', { dataTransfer: dropped });
+  await page.locator('#course .dropzone').dispatchEvent('dragover', { dataTransfer: dropped });
+  await page.locator('#course .dropzone').dispatchEvent('drop', { dataTransfer: dropped });
   await until(page, 'the dropped file', async (p) => (await p.getByTestId('file-status').count()) === 4, 60_000);
   const summary = page.getByTestId('course-summary');
   await summary.waitFor({ timeout: 60_000 });
@@ -338,7 +338,8 @@ test('a teacher trains, compares and exports an adapter, all on this device', as
   assert.match(await page.getByTestId('memorize-warning').innerText(), /memorize/);
   await shoot(page, '#export', 'export.png');
 
-  // Starting over took the old adapter off the model: the base model answers as before.
+  // Starting over took the old adapter off the model (and began a new conversation):
+  // the base model answers as before.
   await page.getByTestId('compare').uncheck();
   await page.getByTestId('generate').click();
   await page.getByTestId('generation-stats').waitFor({ state: 'detached' });

@@ -2,12 +2,16 @@
 //! trained adapter, side by side, each streamed token by token. The worker runs one
 //! generation at a time on the model (the adapter is swapped in and out), so the
 //! adapter's answer starts when the base model's ends.
+//!
+//! In chat mode each column is its own conversation: the turns so far go with the
+//! next prompt (ChatML), the base model's to the base model and the adapter's to the
+//! adapter, until "New conversation".
 
 use leptos::prelude::*;
 
 use super::AppState;
 use crate::link::EngineLink;
-use crate::protocol::{FromWorker, GenerateSettings, StopReason, ToWorker};
+use crate::protocol::{FromWorker, GenerateSettings, StopReason, ToWorker, Turn};
 
 /// The end of a generation, as reported by the worker.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +33,10 @@ pub struct Pane {
     output: RwSignal<String>,
     finished: RwSignal<Option<Finished>>,
     error: RwSignal<Option<String>>,
+    /// The chat message the output answers (None: plain text, no conversation).
+    asking: RwSignal<Option<String>>,
+    /// The conversation's earlier turns, oldest first.
+    history: RwSignal<Vec<Turn>>,
 }
 
 impl Pane {
@@ -39,14 +47,33 @@ impl Pane {
             output: RwSignal::new(String::new()),
             finished: RwSignal::new(None),
             error: RwSignal::new(None),
+            asking: RwSignal::new(None),
+            history: RwSignal::new(Vec::new()),
         }
     }
 
-    fn reset(&self) {
+    /// Ready for the next prompt: a chat turn that ended well joins the history (and
+    /// goes with the next prompt); `asking` is the new one.
+    fn next_turn(&self, asking: Option<String>) {
+        let done = self.finished.get_untracked().is_some_and(|f| matches!(f.stop, StopReason::StopToken | StopReason::MaxTokens));
+        match (self.asking.get_untracked(), done && asking.is_some()) {
+            (Some(user), true) => self.history.update(|h| h.push(Turn { user, assistant: self.output.get_untracked() })),
+            _ => self.history.set(Vec::new()),
+        }
+        self.asking.set(asking);
         self.output.set(String::new());
         self.finished.set(None);
         self.error.set(None);
         self.queued.set(false);
+    }
+
+    /// Forgets the conversation.
+    fn clear(&self) {
+        self.history.set(Vec::new());
+        self.asking.set(None);
+        self.output.set(String::new());
+        self.finished.set(None);
+        self.error.set(None);
     }
 
     fn busy(&self) -> bool {
@@ -80,6 +107,17 @@ impl ChatState {
             adapter: Pane::new(),
             pending: StoredValue::new(None),
         }
+    }
+
+    /// Forgets both conversations (also when the model or the adapter changes).
+    pub fn new_conversation(&self) {
+        self.base.clear();
+        self.adapter.clear();
+    }
+
+    /// The answer length the teacher chose.
+    pub fn max_tokens(&self) -> u32 {
+        self.max_tokens.get_untracked()
     }
 
     /// A generation is running or waiting.
@@ -135,21 +173,23 @@ impl ChatState {
 
 pub fn section(app: AppState) -> impl IntoView {
     let chat = app.chat;
-    let has_adapter = move || app.train.has_adapter();
+    let has_adapter = move || app.train.has_adapter() || app.import.has_adapter(app);
     let generate = move |_| {
-        let system = app.course.report.get_untracked().map(|r| r.system_prompt).filter(|_| chat.chat.get_untracked());
-        let settings = GenerateSettings {
-            chat: chat.chat.get_untracked(),
-            max_tokens: chat.max_tokens.get_untracked(),
-            system,
-            ..Default::default()
-        };
+        let as_chat = chat.chat.get_untracked();
+        let system = app.course.report.get_untracked().map(|r| r.system_prompt).filter(|_| as_chat);
+        let settings =
+            GenerateSettings { chat: as_chat, max_tokens: chat.max_tokens.get_untracked(), system, ..Default::default() };
         let prompt = chat.prompt.get_untracked();
-        chat.base.reset();
-        chat.adapter.reset();
+        let asking = as_chat.then(|| prompt.clone());
+        chat.base.next_turn(asking.clone());
+        let settings = GenerateSettings { history: chat.base.history.get_untracked(), ..settings };
         if has_adapter() && chat.compare.get_untracked() {
+            chat.adapter.next_turn(asking);
             chat.adapter.queued.set(true);
-            chat.pending.set_value(Some((prompt.clone(), GenerateSettings { adapter: true, ..settings.clone() })));
+            let history = chat.adapter.history.get_untracked();
+            chat.pending.set_value(Some((prompt.clone(), GenerateSettings { adapter: true, history, ..settings.clone() })));
+        } else {
+            chat.adapter.next_turn(None);
         }
         let id = chat.id();
         chat.base.running.set(Some(id));
@@ -164,7 +204,9 @@ pub fn section(app: AppState) -> impl IntoView {
             }
         }
     };
-    let can_generate = move || app.model.loaded() && !chat.busy() && !app.train.active();
+    let can_generate = move || app.model.loaded() && !chat.busy() && !app.train.active() && !app.quiz.busy();
+    let new_conversation = move |_| chat.new_conversation();
+    let in_conversation = move || !chat.base.history.get().is_empty() || chat.base.asking.get().is_some();
     view! {
         <section id="try" aria-labelledby="try-title">
             <h2 id="try-title">"4. Try it"</h2>
@@ -198,6 +240,9 @@ pub fn section(app: AppState) -> impl IntoView {
                 <button data-testid="generate" on:click=generate disabled=move || !can_generate()>"Generate"</button>
                 " "
                 <button data-testid="stop" on:click=stop disabled=move || !chat.busy()>"Stop"</button>
+                " "
+                <button data-testid="new-conversation" on:click=new_conversation
+                    disabled=move || chat.busy() || !in_conversation()>"New conversation"</button>
                 {move || app.train.active().then(|| view! { <span class="detail">" (paused while training runs)"</span> })}
             </p>
             {move || (chat.chat.get() && app.course.report.get().is_some()).then(|| view! {
@@ -210,9 +255,13 @@ pub fn section(app: AppState) -> impl IntoView {
                 </div>
                 <div class="column">
                     <h3>"With your adapter"</h3>
+                    {move || app.import.adapter.get().filter(|_| app.import.has_adapter(app)).map(|a| view! {
+                        <p class="detail">{format!("Imported from {}", a.source)}</p>
+                    })}
                     {pane_view(chat.adapter, "-adapter", Some(Signal::derive(has_adapter)))}
                 </div>
             </div>
+            {super::quiz::section(app)}
         </section>
     }
 }
@@ -229,6 +278,15 @@ fn pane_view(pane: Pane, suffix: &'static str, available: Option<Signal<bool>>) 
     };
     view! {
         {move || note().map(|n| view! { <p class="hint">{n}</p> })}
+        <div class="conversation">
+            {move || pane.history.get().into_iter().map(|turn| view! {
+                <div class="turn" data-testid=format!("turn{suffix}")>
+                    <p class="you">{turn.user}</p>
+                    <pre class="output">{turn.assistant}</pre>
+                </div>
+            }).collect_view()}
+            {move || pane.asking.get().map(|asking| view! { <p class="you" data-testid=format!("asking{suffix}")>{asking}</p> })}
+        </div>
         <pre class="output" data-testid=format!("output{suffix}") aria-live="polite">{move || pane.output.get()}</pre>
         {move || pane.error.get().map(|e| view! { <p class="error" role="alert" data-testid=format!("generation-error{suffix}")>{e}</p> })}
         {move || pane.finished.get().map(|f| view! {

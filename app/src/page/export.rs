@@ -59,6 +59,17 @@ impl ExportState {
                     Err(e) => self.error.set(Some(format!("{file_name}: could not be saved ({e:?})"))),
                 }
             }
+            FromWorker::ExportedBlob { format, file_name, size, url } => {
+                self.busy.set(None);
+                save(url, file_name);
+                let saved = Saved { format: *format, file_name: file_name.clone(), url: url.clone(), bytes: *size };
+                self.saved.update(|all| {
+                    if let Some(old) = all.iter().position(|s| s.format == *format) {
+                        let _ = Url::revoke_object_url(&all.remove(old).url);
+                    }
+                    all.push(saved);
+                });
+            }
             FromWorker::Error { request, message } if request == "export" => {
                 self.busy.set(None);
                 self.error.set(Some(message.clone()));
@@ -100,6 +111,14 @@ fn describe(format: ExportFormat) -> (&'static str, &'static str) {
         ExportFormat::Checkpoint => (
             "Training checkpoint (.safetensors)",
             "The weights and optimizer state, with the run's settings, to continue training later.",
+        ),
+        ExportFormat::MergedF16 => (
+            "Merged model, F16 (.gguf)",
+            "The base model with the adapter built in (adapted weights in F16): one file for llama.cpp, Ollama or LM Studio.",
+        ),
+        ExportFormat::MergedQ8 => (
+            "Merged model, Q8_0 (.gguf)",
+            "The same with the adapted weights in Q8_0: about half the size of F16, nearly the same answers.",
         ),
     }
 }
@@ -155,6 +174,7 @@ pub fn section(app: AppState) -> impl IntoView {
                 }).collect_view()}
             </ul>
             {move || export.error.get().map(|e| view! { <p class="error" role="alert" data-testid="export-error">{e}</p> })}
+            {super::import::section(app)}
         </section>
     }
 }

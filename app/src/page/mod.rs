@@ -8,7 +8,10 @@
 mod chat;
 mod course;
 mod export;
+mod import;
 mod model;
+mod quiz;
+mod saved;
 mod train;
 
 use leptos::prelude::*;
@@ -41,7 +44,10 @@ pub struct AppState {
     pub course: course::CourseState,
     pub train: train::TrainState,
     pub chat: chat::ChatState,
+    pub quiz: quiz::QuizState,
     pub export: export::ExportState,
+    pub import: import::ImportState,
+    pub saved: saved::SavedState,
 }
 
 impl AppState {
@@ -54,7 +60,10 @@ impl AppState {
             course: course::CourseState::new(),
             train: train::TrainState::new(),
             chat: chat::ChatState::new(),
+            quiz: quiz::QuizState::new(),
             export: export::ExportState::new(),
+            import: import::ImportState::new(),
+            saved: saved::SavedState::new(),
         }
     }
 
@@ -73,7 +82,12 @@ impl AppState {
     }
 
     fn on_reply(&self, link: &EngineLink, reply: FromWorker) {
-        if self.model.on_reply(*self, &reply)
+        // The imports watch some replies other sections also need (they return false
+        // for those), so they come first.
+        if self.import.on_reply(&reply)
+            || self.quiz.on_reply(&reply)
+            || self.saved.on_reply(*self, &reply)
+            || self.model.on_reply(*self, &reply)
             || self.course.on_reply(&reply)
             || self.train.on_reply(&reply)
             || self.chat.on_reply(*self, link, &reply)
@@ -102,6 +116,7 @@ pub fn App() -> impl IntoView {
     } else {
         state.gpu.set(GpuStatus::NoWebGpu);
     }
+    saved::listen_to_service_worker(state);
     let ready = move || matches!(state.gpu.get(), GpuStatus::Ready(_));
 
     view! {
@@ -128,6 +143,7 @@ pub fn App() -> impl IntoView {
                 {move || state.last_error.get().map(|e| view! { <p class="error" role="alert" data-testid="engine-error">{e}</p> })}
             </section>
             <Show when=ready>
+                {saved::banner(state)}
                 {model::section(state)}
                 {course::section(state)}
                 {train::section(state)}
@@ -190,8 +206,10 @@ fn adapter_view(report: GpuReport) -> impl IntoView {
             </p>
             {report.software.then(|| view! {
                 <p class="warn" data-testid="software-adapter">
-                    "This is a software fallback adapter (no usable GPU was found), "
-                    "so training will be slow: choose the Quick preset."
+                    {format!(
+                        "Your browser is running WebGPU on the CPU ({}); training will be slow. Use the Quick preset.",
+                        software_name(&report)
+                    )}
                 </p>
             })}
             <table class="limits">
@@ -204,6 +222,17 @@ fn adapter_view(report: GpuReport) -> impl IntoView {
                 {if report.self_test { "GPU self-test passed." } else { "GPU self-test failed." }}
             </p>
         </div>
+    }
+}
+
+/// The software rasterizer's name for the warning: SwiftShader where the browser says
+/// so (Chrome's fallback adapter), else what it calls itself.
+fn software_name(report: &GpuReport) -> String {
+    let text = format!("{} {} {}", report.vendor, report.architecture, report.description).to_lowercase();
+    match ["swiftshader", "lavapipe", "llvmpipe", "warp"].into_iter().find(|n| text.contains(n)) {
+        Some("swiftshader") => "SwiftShader".into(),
+        Some(other) => other.into(),
+        None => "a software adapter".into(),
     }
 }
 

@@ -7,7 +7,10 @@ use leptos::prelude::*;
 
 use super::{clock, mib, AppState};
 use crate::chart;
-use crate::protocol::{FromWorker, StepProgress, ToWorker, TrainPhase, TrainPreset, TrainSettings, TrainingPlan, TARGETS};
+use crate::protocol::{
+    Calibration, FromWorker, ProbeReport, StepProgress, ToWorker, TrainPhase, TrainPreset, TrainSettings, TrainingPlan,
+    TARGETS,
+};
 
 #[derive(Clone, Copy)]
 pub struct TrainState {
@@ -25,6 +28,10 @@ pub struct TrainState {
     /// A pause or cancel was sent and the run has not stopped yet.
     pub stopping: RwSignal<bool>,
     pub error: RwSignal<Option<String>>,
+    /// The run's duration as measured before its first step.
+    pub calibration: RwSignal<Option<Calibration>>,
+    /// The probe answers so far, oldest first.
+    pub probes: RwSignal<Vec<ProbeReport>>,
 }
 
 impl TrainState {
@@ -40,6 +47,8 @@ impl TrainState {
             starting: RwSignal::new(false),
             stopping: RwSignal::new(false),
             error: RwSignal::new(None),
+            calibration: RwSignal::new(None),
+            probes: RwSignal::new(Vec::new()),
         }
     }
 
@@ -66,6 +75,8 @@ impl TrainState {
         self.losses.set(Vec::new());
         self.val_losses.set(Vec::new());
         self.error.set(None);
+        self.calibration.set(None);
+        self.probes.set(Vec::new());
     }
 
     pub fn on_reply(&self, reply: &FromWorker) -> bool {
@@ -91,6 +102,18 @@ impl TrainState {
                 }
                 self.progress.set(Some(p.clone()));
             }
+            FromWorker::Calibration(c) => self.calibration.set(Some(c.clone())),
+            FromWorker::Probe(p) => self.probes.update(|all| all.push(p.clone())),
+            FromWorker::CheckpointImported(c) => {
+                // A run taken up from a file: its settings, and a chart from its step on.
+                self.settings.set(c.settings.clone());
+                self.losses.set(Vec::new());
+                self.val_losses.set(Vec::new());
+                self.progress.set(None);
+                self.calibration.set(None);
+                self.probes.set(Vec::new());
+                self.error.set(None);
+            }
             FromWorker::Error { request, message } if matches!(request.as_str(), "start_training" | "resume_training") => {
                 self.starting.set(false);
                 self.error.set(Some(message.clone()));
@@ -112,8 +135,11 @@ pub fn section(app: AppState) -> impl IntoView {
         train.losses.set(Vec::new());
         train.val_losses.set(Vec::new());
         train.progress.set(None);
+        train.calibration.set(None);
+        train.probes.set(Vec::new());
         train.starting.set(true);
         app.export.clear();
+        app.chat.new_conversation();
         app.send(&ToWorker::StartTraining { data: app.course.settings(app), train: train.settings.get_untracked() });
     };
     let pause = move |_| {
@@ -167,7 +193,10 @@ pub fn section(app: AppState) -> impl IntoView {
             })}
             {move || train.error.get().map(|e| view! { <p class="error" role="alert" data-testid="train-error">{e}</p> })}
             {progress_view(train)}
+            {super::saved::train_notes(app)}
+            {calibration_view(train)}
             {loss_chart(train)}
+            {probes_view(train)}
         </section>
     }
 }
@@ -320,6 +349,49 @@ fn progress_view(train: TrainState) -> impl IntoView {
             <p class="detail stats" data-testid="train-stats">{move || stats().unwrap_or_else(|| "\u{a0}".to_string())}</p>
             {move || result().map(|r| view! { <p data-testid="train-result">{r}</p> })}
         </div>
+    }
+}
+
+/// What the calibration measured and the duration it gives.
+fn calibration_view(train: TrainState) -> impl IntoView {
+    move || {
+        train.calibration.get().map(|c| {
+            let minutes = (c.estimate_seconds / 60.0).ceil().max(1.0);
+            view! {
+                <p class="detail" data-testid="train-eta">
+                    {format!(
+                        "Estimate: about {minutes:.0} min for {} steps. Measured before the first step: one example of {} \
+                         tokens took {:.2} s to train (after {:.1} s of shader compilation, not counted), scaled to {} \
+                         examples per step and the validation passes.",
+                        c.total_steps, c.tokens, c.seconds, c.warmup_seconds, c.batch
+                    )}
+                </p>
+            }
+        })
+    }
+}
+
+/// The probe answers: a few held-out questions answered greedily by the adapter as
+/// it trains, newest first.
+fn probes_view(train: TrainState) -> impl IntoView {
+    move || {
+        let probes = train.probes.get();
+        (!probes.is_empty()).then(|| view! {
+            <div class="probes" data-testid="probes">
+                <h3>"What the adapter answers as it learns"</h3>
+                {probes.into_iter().rev().map(|p| view! {
+                    <div class="probe" data-testid="probe">
+                        <p class="detail">{format!("After step {} of {} ({:.1} s):", p.step, p.total_steps, p.seconds)}</p>
+                        <dl>
+                            {p.answers.into_iter().map(|a| view! {
+                                <dt>{a.question.prompt}</dt>
+                                <dd data-testid="probe-answer">{if a.answer.is_empty() { "(no answer)".to_string() } else { a.answer }}</dd>
+                            }).collect_view()}
+                        </dl>
+                    </div>
+                }).collect_view()}
+            </div>
+        })
     }
 }
 

@@ -7,17 +7,29 @@
 //! are not JSON: they travel beside the text as transferred `ArrayBuffer`s, in the
 //! order [`ToWorker::payloads`] / [`FromWorker::payloads`] list them, and are put
 //! back with `attach` (a message is a JS array `[text, buffer...]` then, otherwise
-//! just the text).
+//! just the text). Files too large to copy (a model the teacher picked, a merged model)
+//! travel as a `Blob` by reference, `[text, blob]` (`ModelSource::File`,
+//! [`FromWorker::ExportedBlob`]); the link handles those (`link::wire_blob`).
 //!
 //! [`ToWorker::Logits`] exists for the end-to-end test that compares the browser's
-//! logits with the native CLI's (`tests/e2e/model.test.mjs`); the page never sends it.
+//! logits with the native CLI's (`tests/e2e/model.test.mjs`), and
+//! [`ToWorker::LoseDevice`] for the one that loses the GPU mid-training
+//! (`tests/e2e/persist.test.mjs`); the page never sends them.
 
+mod files;
+mod persist;
+mod probe;
 mod train;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_files;
 
 use serde::{Deserialize, Serialize};
 
+pub use persist::SavedRun;
+pub use files::{ImportFile, ImportedAdapter, ImportedCheckpoint, Turn};
+pub use probe::{Calibration, ProbeAnswer, ProbeReport, Question, QuizItem, QuizReport};
 pub use train::{
     CourseFile, CourseReport, DataSettings, ExportFormat, FileReport, Role, StepProgress, TrainPhase, TrainPreset,
     TrainSettings, TrainingPlan, TARGETS,
@@ -58,6 +70,25 @@ pub enum ToWorker {
     CancelTraining,
     /// The trained adapter (or the run's checkpoint) as a file: [`FromWorker::Exported`].
     Export { format: ExportFormat },
+    /// The held-out questions answered by the base model and the adapter:
+    /// [`FromWorker::Quiz`]. The last run's questions; without a run (an imported
+    /// adapter), those of the course as `data` prepares it.
+    Quiz { max_tokens: u32, data: DataSettings },
+    /// Read an adapter (PEFT `adapter_model.safetensors` + `adapter_config.json`, a
+    /// PEFT zip, or a llama.cpp LoRA GGUF) to try it: [`FromWorker::AdapterImported`].
+    ImportAdapter { files: Vec<ImportFile> },
+    /// Take up a checkpoint's run on the current course prepared with `data` (its
+    /// length replaced by the checkpoint's): [`FromWorker::CheckpointImported`], then
+    /// [`FromWorker::Training`] paused at its step. Refused for another model or data.
+    ImportCheckpoint { file: ImportFile, data: DataSettings },
+    /// Bring back the run saved on this device (its model, course files, settings and
+    /// checkpoint): [`FromWorker::RunRestored`], then training goes on where it was saved.
+    ResumeSavedRun,
+    /// Delete the run saved on this device; answered with an empty [`FromWorker::SavedRun`].
+    DiscardSavedRun,
+    /// Test hook: destroy the GPU device (`GPUDevice.destroy()`), as a driver reset
+    /// would lose it, so the end-to-end test can watch the worker recover.
+    LoseDevice,
 }
 
 /// Where a model comes from. Files the teacher picks are first written to OPFS by
@@ -69,6 +100,9 @@ pub enum ModelSource {
     Url { path: String },
     /// A file in the origin private file system.
     Opfs { name: String },
+    /// A file the teacher picked or dropped: the `File` travels beside the message (by
+    /// reference, never copied whole) and the worker reads it in slices.
+    File { name: String, size: u64 },
 }
 
 /// Sampling settings; temperature 0 means greedy.
@@ -87,6 +121,9 @@ pub struct GenerateSettings {
     /// adapter was trained with.
     #[serde(default)]
     pub system: Option<String>,
+    /// The conversation so far (chat only), oldest first; the prompt is the next turn.
+    #[serde(default)]
+    pub history: Vec<Turn>,
 }
 
 impl Default for GenerateSettings {
@@ -100,6 +137,7 @@ impl Default for GenerateSettings {
             seed: 0,
             adapter: false,
             system: None,
+            history: Vec::new(),
         }
     }
 }
@@ -137,6 +175,35 @@ pub enum FromWorker {
         #[serde(skip)]
         bytes: Vec<u8>,
     },
+    /// The run saved on this device, if any (sent after [`FromWorker::Gpu`] and after a
+    /// discard): the page offers to resume it.
+    SavedRun { run: Option<SavedRun> },
+    /// The saved run is back: its model is loaded and its course files are in the
+    /// worker; the page takes its settings and chart from here.
+    RunRestored(SavedRun),
+    /// The running training was saved on this device at `step` (`saved_at`: ms since 1970).
+    Saved { step: u32, saved_at: f64 },
+    /// The GPU device was lost; the worker reopened it, reloaded the model and goes on
+    /// from the checkpoint at `step`.
+    DeviceLost { message: String, step: u32 },
+    /// A large exported file (a merged model), built in the worker as a `Blob` from
+    /// parts; the `Blob` travels beside the message and the page's link gives it `url`.
+    ExportedBlob {
+        format: ExportFormat,
+        file_name: String,
+        size: u64,
+        #[serde(skip)]
+        url: String,
+    },
+    /// The run's duration, estimated before its first step.
+    Calibration(Calibration),
+    /// Answers to the probe questions during training.
+    Probe(ProbeReport),
+    /// Answers to [`ToWorker::Quiz`].
+    Quiz(QuizReport),
+    /// An adapter was read and can be tried (`GenerateSettings::adapter`).
+    AdapterImported(ImportedAdapter),
+    CheckpointImported(ImportedCheckpoint),
     /// A request failed; `request` names which one.
     Error { request: String, message: String },
 }
@@ -191,6 +258,12 @@ pub struct ModelReport {
     pub quantization: String,
     /// Weights resident on the GPU (`Model::weight_bytes`).
     pub gpu_bytes: u64,
+    /// The KV cache for `kv_positions` tokens, what generation adds (as `classtune info`
+    /// counts it).
+    #[serde(default)]
+    pub kv_cache_bytes: u64,
+    #[serde(default)]
+    pub kv_positions: u32,
     pub vocab: u32,
     pub context: u32,
     /// From the request to the model being ready (fetch, parse, upload).
@@ -221,12 +294,20 @@ impl ToWorker {
             ToWorker::ResumeTraining => "resume_training",
             ToWorker::CancelTraining => "cancel_training",
             ToWorker::Export { .. } => "export",
+            ToWorker::Quiz { .. } => "quiz",
+            ToWorker::ImportAdapter { .. } => "import_adapter",
+            ToWorker::ImportCheckpoint { .. } => "import_checkpoint",
+            ToWorker::ResumeSavedRun => "resume_saved_run",
+            ToWorker::DiscardSavedRun => "discard_saved_run",
+            ToWorker::LoseDevice => "lose_device",
         }
     }
     /// The bytes that travel beside the JSON text, in order.
     pub fn payloads(&self) -> Vec<&[u8]> {
         match self {
             ToWorker::AddCourseFiles { files, .. } => files.iter().map(|f| f.bytes.as_slice()).collect(),
+            ToWorker::ImportAdapter { files } => files.iter().map(|f| f.bytes.as_slice()).collect(),
+            ToWorker::ImportCheckpoint { file, .. } => vec![file.bytes.as_slice()],
             _ => Vec::new(),
         }
     }
@@ -241,6 +322,19 @@ impl ToWorker {
             }
             ToWorker::AddCourseFiles { files, .. } => {
                 Err(format!("{} course files but {} payloads", files.len(), payloads.len()))
+            }
+            ToWorker::ImportAdapter { files } if files.len() == payloads.len() => {
+                for (file, bytes) in files.iter_mut().zip(payloads) {
+                    file.bytes = bytes;
+                }
+                Ok(())
+            }
+            ToWorker::ImportCheckpoint { file, .. } if payloads.len() == 1 => {
+                file.bytes = payloads.into_iter().next().unwrap_or_default();
+                Ok(())
+            }
+            ToWorker::ImportAdapter { .. } | ToWorker::ImportCheckpoint { .. } => {
+                Err(format!("{}: the files and the {} payloads differ", self.name(), payloads.len()))
             }
             _ if payloads.is_empty() => Ok(()),
             other => Err(format!("{} carries no payload, got {}", other.name(), payloads.len())),

@@ -52,6 +52,8 @@ fn replies_round_trip() {
             parameters: 134_515_008,
             quantization: "Q4_1".into(),
             gpu_bytes: 90 << 20,
+            kv_cache_bytes: 90 << 20,
+            kv_positions: 2048,
             vocab: 49152,
             context: 8192,
             load_seconds: 1.5,

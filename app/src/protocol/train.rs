@@ -301,16 +301,29 @@ pub enum ExportFormat {
     GgufLora,
     /// The run's checkpoint (weights and optimizer state, to continue training).
     Checkpoint,
+    /// The base model with the adapter merged in, adapted weights in F16 (a whole
+    /// model for llama.cpp, Ollama, LM Studio).
+    MergedF16,
+    /// The same with the adapted weights in Q8_0 (half the size).
+    MergedQ8,
 }
 
 impl ExportFormat {
-    pub const ALL: [ExportFormat; 3] = [ExportFormat::Peft, ExportFormat::GgufLora, ExportFormat::Checkpoint];
+    pub const ALL: [ExportFormat; 5] = [
+        ExportFormat::Peft,
+        ExportFormat::GgufLora,
+        ExportFormat::Checkpoint,
+        ExportFormat::MergedF16,
+        ExportFormat::MergedQ8,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             ExportFormat::Peft => "peft",
             ExportFormat::GgufLora => "gguf-lora",
             ExportFormat::Checkpoint => "checkpoint",
+            ExportFormat::MergedF16 => "merged-f16",
+            ExportFormat::MergedQ8 => "merged-q8",
         }
     }
 }

@@ -7,6 +7,7 @@ use classtune::data::{DataOptions, Example, Pipeline, Preset, Split, Summary};
 use classtune::tokenizer::Tokenizer;
 use classtune::train::run::{Dataset, Tokens};
 
+use super::probe::{self, Probe};
 use crate::protocol::{CourseReport, DataSettings, FileReport};
 
 /// Fraction of the documents held out for the validation loss.
@@ -38,6 +39,11 @@ impl Course {
     pub fn remove(&mut self, name: &str) {
         self.files.retain(|(n, _)| n != name);
     }
+
+    /// The files by name, in the order they were added (a run saves them).
+    pub fn files(&self) -> &[(String, Vec<u8>)] {
+        &self.files
+    }
 }
 
 /// The course as training data.
@@ -45,6 +51,8 @@ pub struct Prepared {
     pub dataset: Dataset,
     pub summary: Summary,
     pub report: CourseReport,
+    /// Questions from the validation examples, for probes and the quiz.
+    pub questions: Vec<Probe>,
 }
 
 /// Runs the data pipeline over every file; `seed` places the validation split.
@@ -72,7 +80,12 @@ pub fn prepare(
     }
     let (summary, preview) = pipeline.finish().map_err(|e| e.to_string())?;
     let mut dataset = Dataset::default();
+    // Any example may end up held out (below), so each one's question is noted.
+    let mut questions: Vec<(Vec<u32>, Probe)> = Vec::new();
     for (split, example) in examples {
+        if let Some(question) = probe::question(&example) {
+            questions.push((example.input_ids.clone(), question));
+        }
         let tokens = Tokens { ids: example.input_ids, mask: example.loss_mask };
         match split {
             Split::Train => dataset.train.push(tokens),
@@ -80,8 +93,16 @@ pub fn prepare(
         }
     }
     dataset.hold_out_examples(VALIDATION_FRACTION, seed);
+    let held_out: std::collections::HashSet<&[u32]> = dataset.validation.iter().map(|t| t.ids.as_slice()).collect();
+    let mut questions: Vec<Probe> =
+        questions.into_iter().filter(|(ids, _)| held_out.contains(ids.as_slice())).map(|(_, q)| q).collect();
+    // Where the course has questions and answers, those; text openings otherwise.
+    questions.sort_by_key(|q| !q.question.chat);
+    let mut seen = std::collections::HashSet::new();
+    questions.retain(|q| seen.insert(q.question.prompt.clone()));
+    questions.truncate(probe::QUESTIONS);
     let report = report(&summary, &dataset, settings, preview);
-    Ok(Prepared { dataset, summary, report })
+    Ok(Prepared { dataset, summary, report, questions })
 }
 
 fn report(summary: &Summary, data: &Dataset, settings: &DataSettings, preview: String) -> CourseReport {

@@ -1,16 +1,18 @@
 //! Exports of the trained adapter, built in the worker from the session's weights on
-//! the CPU: PEFT files in a zip, a llama.cpp LoRA GGUF, the run's checkpoint.
+//! the CPU: PEFT files in a zip, a llama.cpp LoRA GGUF, the run's checkpoint (merged
+//! models are built in parts by `merged`).
 
 use std::io::{Cursor, Write};
 
 use classtune::adapter::{model_card, to_gguf_lora, to_peft, Adapter, TrainingFacts, CONFIG_FILE, SAFETENSORS_FILE};
 use classtune::gguf::TensorSource;
 use classtune::model::adapter_from_flat;
-use classtune::train::checkpoint::{self, BaseModel, Checkpoint, CheckpointMeta};
+use classtune::train::checkpoint::{self, BaseModel, Checkpoint, CheckpointMeta, TrainState};
 use sha2::{Digest, Sha256};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipWriter};
 
+use super::training::Session;
 use super::{EngineWorker, Loaded};
 use crate::protocol::{ExportFormat, FromWorker};
 
@@ -56,25 +58,12 @@ impl EngineWorker {
                 (format!("{stem}-lora.gguf"), "application/octet-stream", bytes)
             }
             ExportFormat::Checkpoint => {
-                let meta = CheckpointMeta {
-                    format: checkpoint::FORMAT.into(),
-                    step: state.step,
-                    lora: session.lora.clone(),
-                    optimizer: session.optimizer.clone(),
-                    run: session.run.clone(),
-                    seq_len: session.settings.seq_len as usize,
-                    base: BaseModel {
-                        name: base_name.clone(),
-                        architecture: config.arch.name().to_string(),
-                        sha256: base_sha256.unwrap_or_default(),
-                    },
-                    data_sha256: session.data_sha256.clone(),
-                    train_examples: session.data.train.len(),
-                    best_val_loss: session.best_val_loss,
-                };
-                let bytes = Checkpoint { meta, state: state.clone() }.to_bytes().map_err(|e| e.to_string())?;
+                let checkpoint = session_checkpoint(session, &loaded, base_sha256.unwrap_or_default(), state.clone());
+                let bytes = checkpoint.to_bytes().map_err(|e| e.to_string())?;
                 (format!("{stem}-checkpoint.safetensors"), "application/octet-stream", bytes)
             }
+            // Too large for one buffer: `merged` builds these as a Blob.
+            ExportFormat::MergedF16 | ExportFormat::MergedQ8 => return Err("a merged model is exported in parts".into()),
         };
         Ok(FromWorker::Exported { format, file_name, mime: mime.to_string(), bytes })
     }
@@ -108,12 +97,34 @@ fn peft_zip(adapter: &Adapter, config: &classtune::model::Config, card: &str) ->
     Ok(zip.finish().map_err(zip_error)?.into_inner())
 }
 
-fn model_name(loaded: &Loaded) -> String {
+/// The run's checkpoint at `state` (exported, and autosaved by `persist`).
+pub(super) fn session_checkpoint(session: &Session, loaded: &Loaded, base_sha256: String, state: TrainState) -> Checkpoint {
+    let meta = CheckpointMeta {
+        format: checkpoint::FORMAT.into(),
+        step: state.step,
+        lora: session.lora.clone(),
+        optimizer: session.optimizer.clone(),
+        run: session.run.clone(),
+        seq_len: session.settings.seq_len as usize,
+        base: base_model(loaded, base_sha256),
+        data_sha256: session.data_sha256.clone(),
+        train_examples: session.data.train.len(),
+        best_val_loss: session.best_val_loss,
+    };
+    Checkpoint { meta, state }
+}
+
+/// The base model as a checkpoint names it.
+pub(super) fn base_model(loaded: &Loaded, sha256: String) -> BaseModel {
+    BaseModel { name: model_name(loaded), architecture: loaded.model.borrow().config.arch.name().to_string(), sha256 }
+}
+
+pub(super) fn model_name(loaded: &Loaded) -> String {
     loaded.gguf.get_str("general.name").map(str::to_string).unwrap_or_else(|_| loaded.model.borrow().config.name.clone())
 }
 
 /// `SmolLM2 135M Instruct` → `smollm2-135m-instruct`.
-fn slug(name: &str) -> String {
+pub(super) fn slug(name: &str) -> String {
     let mut out = String::new();
     for c in name.chars() {
         if c.is_ascii_alphanumeric() {
@@ -128,7 +139,7 @@ fn slug(name: &str) -> String {
 
 /// SHA-256 of the model file (as `checkpoint::sha256_hex` gives it), read in pieces
 /// and kept for the next export.
-async fn model_sha256(loaded: &Loaded) -> Result<String, String> {
+pub(super) async fn model_sha256(loaded: &Loaded) -> Result<String, String> {
     if let Some(hex) = loaded.sha256.borrow().clone() {
         return Ok(hex);
     }

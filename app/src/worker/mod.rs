@@ -4,16 +4,25 @@
 //! Each request runs as its own task on the worker's event loop; GPU work is async
 //! (readback through `map_async`), so a [`ToWorker::Cancel`] is handled while a
 //! generation awaits its next token, and a pause or cancel of the training is seen by
-//! its loop between two steps (`training`). A model file is fetched from the app's own
-//! origin into one `Blob` and read one tensor at a time (`Blob.slice().arrayBuffer()`),
-//! so the file is never held twice in memory.
+//! its loop between two steps (`training`). A model file is the device's copy in OPFS
+//! of one fetched from the app's own origin (streamed there on first use, `cache`), or
+//! the `File` the teacher picked, posted by reference; either is read one tensor at a
+//! time (`Blob.slice().arrayBuffer()`), so the file is never held twice in memory.
 
+mod cache;
+mod calibrate;
 mod course;
 mod export;
+mod import;
+mod merged;
+mod persist;
+mod probe;
+mod recover;
+mod store;
 mod training;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
 use classtune::chat::{ChatTemplate, Message};
@@ -23,9 +32,9 @@ use classtune::model::{self, GenerateOptions, Generator, KvCache, LoraWeights, M
 use classtune::tokenizer::Tokenizer;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Blob, DedicatedWorkerGlobalScope, MessageEvent, Response};
+use web_sys::{Blob, DedicatedWorkerGlobalScope, MessageEvent};
 
-use crate::link::{from_wire, to_wire};
+use crate::link::{from_wire, to_wire, wire_blob};
 use crate::protocol::{FromWorker, GenerateSettings, GpuLimits, GpuReport, ModelReport, ModelSource, StopReason, ToWorker};
 
 /// Tokens of context each generation may use (prompt and answer).
@@ -87,6 +96,15 @@ struct EngineWorker {
     /// The adapter's GPU weights while detached (for the base model), to reattach
     /// without another upload; with the session version they hold.
     spare: RefCell<Option<(u64, LoraWeights)>>,
+    /// The held-out questions of the course the last run trained on (probes, quiz).
+    questions: RefCell<Vec<probe::Probe>>,
+    /// The time the current run's probes took.
+    probe_budget: Cell<probe::Budget>,
+    /// The version of an imported adapter (in `spare` or attached), which replaces
+    /// the trained one until the next run.
+    imported: Cell<Option<u64>>,
+    /// Model files the page sent (by name), until `load_model` takes them.
+    picked: RefCell<HashMap<String, Blob>>,
 }
 
 /// Installs the message handler and announces [`FromWorker::Ready`].
@@ -103,15 +121,24 @@ pub fn start() {
         control: Cell::new(training::Control::Run),
         attached: Cell::new(None),
         spare: RefCell::new(None),
+        questions: RefCell::new(Vec::new()),
+        probe_budget: Cell::new(probe::Budget::default()),
+        imported: Cell::new(None),
+        picked: RefCell::new(HashMap::new()),
     });
     let handler_worker = worker.clone();
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
         let worker = handler_worker.clone();
-        let request = from_wire(event.data()).and_then(|(text, payloads)| {
+        let data = event.data();
+        let request = from_wire(data.clone()).and_then(|(text, payloads)| {
             let mut request = ToWorker::decode(&text).map_err(|e| e.to_string())?;
             request.attach(payloads)?;
             Ok(request)
         });
+        // A picked model file travels by reference beside its request.
+        if let (Ok(ToWorker::LoadModel { source: ModelSource::File { name, .. } }), Some(blob)) = (&request, wire_blob(&data)) {
+            worker.picked.borrow_mut().insert(name.clone(), blob);
+        }
         wasm_bindgen_futures::spawn_local(async move { worker.handle(request).await });
     });
     scope.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
@@ -144,6 +171,14 @@ impl EngineWorker {
             }
         };
         let name = request.name();
+        // A device lost while no training ran is reopened (with the model) before the
+        // next request; a running training recovers by itself.
+        if !matches!(request, ToWorker::LoseDevice) {
+            if let Err(message) = self.recover_if_lost().await {
+                self.post_error(name, message);
+                return;
+            }
+        }
         match request {
             ToWorker::Probe => self.probe().await,
             ToWorker::LoadModel { source } => match self.load_model(source).await {
@@ -183,10 +218,39 @@ impl EngineWorker {
                     self.post_error(name, message);
                 }
             }
+            ToWorker::Export { format } if merged::merge_type(format).is_some() => {
+                if let Err(message) = self.export_merged(format).await {
+                    self.post_error(name, message);
+                }
+            }
             ToWorker::Export { format } => match self.export(format).await {
                 Ok(reply) => self.post(&reply),
                 Err(message) => self.post_error(name, message),
             },
+            ToWorker::Quiz { max_tokens, data } => match self.quiz(max_tokens, &data).await {
+                Ok(report) => self.post(&FromWorker::Quiz(report)),
+                Err(message) => self.post_error(name, message),
+            },
+            ToWorker::ImportAdapter { files } => match self.import_adapter(files).await {
+                Ok(report) => self.post(&FromWorker::AdapterImported(report)),
+                Err(message) => self.post_error(name, message),
+            },
+            ToWorker::ImportCheckpoint { file, data } => {
+                if let Err(message) = self.import_checkpoint(file, &data).await {
+                    self.post_error(name, message);
+                }
+            }
+            ToWorker::ResumeSavedRun => {
+                if let Err(message) = self.resume_saved_run().await {
+                    self.post_error(name, message);
+                }
+            }
+            ToWorker::DiscardSavedRun => self.discard_saved_run().await,
+            ToWorker::LoseDevice => {
+                if let Some(gpu) = self.gpu.borrow().as_ref() {
+                    gpu.device().destroy();
+                }
+            }
         }
     }
 
@@ -213,7 +277,12 @@ impl EngineWorker {
         }
         let started = js_sys::Date::now();
         let gpu = self.gpu().await.map_err(|e| format!("no GPU: {e}"))?;
-        let blob = fetch_blob(&self.scope, &source).await?;
+        let blob = match &source {
+            ModelSource::File { name, .. } => {
+                self.picked.borrow_mut().remove(name).ok_or_else(|| format!("{name}: the file did not reach the worker"))?
+            }
+            _ => self.model_blob(&source).await?,
+        };
         let file = BlobSource::new(blob);
         let gguf = file.header().await.map_err(|e| format!("{}: {e}", source_name(&source)))?;
         let tokenizer = Tokenizer::from_gguf(&gguf).map_err(|e| format!("{}: {e}", source_name(&source)))?;
@@ -231,12 +300,15 @@ impl EngineWorker {
         }
         let quantization = by_type.iter().max_by_key(|(_, bytes)| **bytes).map(|(ty, _)| ty.to_string()).unwrap_or_default();
         let config = &model.config;
+        let kv_positions = CONTEXT.min(config.context.max(1));
         let report = ModelReport {
             name: config.name.clone(),
             architecture: config.arch.name().to_string(),
             parameters: config.parameter_count(),
             quantization,
             gpu_bytes: model.weight_bytes(),
+            kv_cache_bytes: config.kv_cache_bytes(kv_positions),
+            kv_positions: kv_positions as u32,
             vocab: config.vocab as u32,
             context: config.context as u32,
             load_seconds: ((js_sys::Date::now() - started) / 1000.0) as f32,
@@ -284,24 +356,7 @@ impl EngineWorker {
         self.use_adapter(&gpu, &loaded, settings.adapter)?;
         let model = loaded.model.try_borrow().map_err(|_| "the model is being changed: try again")?;
         let tokenizer = &loaded.tokenizer;
-        let (ids, stop) = if settings.chat {
-            let mut messages = Vec::new();
-            if let Some(system) = settings.system.as_deref().filter(|s| !s.trim().is_empty()) {
-                messages.push(Message::system(system));
-            }
-            messages.push(Message::user(prompt));
-            let text = loaded.template.render(&messages, true);
-            (tokenizer.encode(&text, true).map_err(|e| e.to_string())?, loaded.template.stop_ids(tokenizer))
-        } else {
-            let mut ids = tokenizer.encode(prompt, false).map_err(|e| e.to_string())?;
-            if let (true, Some(bos)) = (tokenizer.add_bos(), tokenizer.bos_id()) {
-                ids.insert(0, bos);
-            }
-            (ids, tokenizer.eos_id().into_iter().collect())
-        };
-        if ids.is_empty() {
-            return Err("the prompt has no tokens".into());
-        }
+        let (ids, stop) = prompt_ids(&loaded, prompt, settings)?;
         let options = GenerateOptions {
             max_tokens: settings.max_tokens as usize,
             temperature: settings.temperature,
@@ -427,40 +482,44 @@ impl EngineWorker {
             },
             self_test,
         }));
+        self.announce_saved_run().await;
     }
 }
 
 fn source_name(source: &ModelSource) -> &str {
     match source {
         ModelSource::Url { path } => path,
-        ModelSource::Opfs { name } => name,
+        ModelSource::Opfs { name } | ModelSource::File { name, .. } => name,
     }
 }
 
-/// The model file as one `Blob`: fetched from the app's own origin (a relative path
-/// resolves against the worker script, which sits beside the page).
-async fn fetch_blob(scope: &DedicatedWorkerGlobalScope, source: &ModelSource) -> Result<Blob, String> {
-    let path = match source {
-        ModelSource::Url { path } => path,
-        ModelSource::Opfs { name } => return Err(format!("{name}: loading from OPFS is not available yet")),
+/// The prompt's token ids and the ids that end the answer: a chat (system prompt,
+/// earlier turns, the prompt as the next user message) or plain text to continue.
+fn prompt_ids(loaded: &Loaded, prompt: &str, settings: &GenerateSettings) -> Result<(Vec<u32>, Vec<u32>), String> {
+    let tokenizer = &loaded.tokenizer;
+    let (ids, stop) = if settings.chat {
+        let mut messages = Vec::new();
+        if let Some(system) = settings.system.as_deref().filter(|s| !s.trim().is_empty()) {
+            messages.push(Message::system(system));
+        }
+        for turn in &settings.history {
+            messages.push(Message::user(turn.user.as_str()));
+            messages.push(Message::assistant(turn.assistant.as_str()));
+        }
+        messages.push(Message::user(prompt));
+        let text = loaded.template.render(&messages, true);
+        (tokenizer.encode(&text, true).map_err(|e| e.to_string())?, loaded.template.stop_ids(tokenizer))
+    } else {
+        let mut ids = tokenizer.encode(prompt, false).map_err(|e| e.to_string())?;
+        if let (true, Some(bos)) = (tokenizer.add_bos(), tokenizer.bos_id()) {
+            ids.insert(0, bos);
+        }
+        (ids, tokenizer.eos_id().into_iter().collect())
     };
-    if path.contains("://") || path.starts_with("//") {
-        return Err(format!("{path}: models load from this app's own origin only"));
+    if ids.is_empty() {
+        return Err("the prompt has no tokens".into());
     }
-    let response: Response = JsFuture::from(scope.fetch_with_str(path))
-        .await
-        .map_err(|e| format!("{path}: {}", js_message(&e)))?
-        .dyn_into()
-        .map_err(|_| format!("{path}: fetch gave no response"))?;
-    if !response.ok() {
-        return Err(format!("{path}: HTTP {} {}", response.status(), response.status_text()));
-    }
-    let blob = response.blob().map_err(|e| format!("{path}: {}", js_message(&e)))?;
-    JsFuture::from(blob)
-        .await
-        .map_err(|e| format!("{path}: {}", js_message(&e)))?
-        .dyn_into()
-        .map_err(|_| format!("{path}: the response body is not a Blob"))
+    Ok((ids, stop))
 }
 
 /// A GGUF file in a `Blob`, read one range at a time.
@@ -473,6 +532,10 @@ impl BlobSource {
     pub fn new(blob: Blob) -> BlobSource {
         let len = blob.size() as u64;
         BlobSource { blob, len }
+    }
+
+    pub fn blob(&self) -> &Blob {
+        &self.blob
     }
 }
 

@@ -7,7 +7,9 @@
 //! moments are read back into the [`Session`] and the trainer is dropped, so while
 //! paused the adapter can be tried and exported, and resuming restores the trainer
 //! from that state (the data order, schedule and dropout are functions of the seed
-//! and the step, so the run continues exactly as it would have).
+//! and the step, so the run continues exactly as it would have). The same state is
+//! autosaved to the device while the loop runs (`persist`), and a lost GPU device is
+//! reopened and the loop goes on from the last save (`recover`).
 
 use std::rc::Rc;
 
@@ -20,8 +22,9 @@ use classtune::train::checkpoint::{data_digest, TrainState};
 use classtune::train::run::{Dataset, RunOptions, Runner};
 use classtune::train::{Decay, OptimizerOptions, Schedule, Trainer};
 
-use super::{course, EngineWorker, Loaded};
+use super::{course, persist, probe, EngineWorker, Loaded};
 use crate::protocol::{DataSettings, FromWorker, StepProgress, TrainPhase, TrainSettings, TrainingPlan};
+use crate::storage::autosave_due;
 
 /// Evaluations of the validation loss over a run (besides the base model's), at most.
 const EVALUATIONS: usize = 10;
@@ -64,6 +67,8 @@ pub struct Session {
     pub val_loss: Option<f64>,
     pub best_val_loss: Option<f64>,
     pub message: Option<String>,
+    /// What is saved on the device, and the loss history that goes with it.
+    pub saving: persist::Saving,
 }
 
 impl Session {
@@ -105,6 +110,10 @@ enum Ending {
     Paused,
     Stopped,
     Failed(String),
+    /// The GPU device was lost: reopen it and go on from the last save.
+    Lost(String),
+    /// A probe is due: answer the probe questions with the weights so far, then go on.
+    Probe,
 }
 
 impl EngineWorker {
@@ -118,9 +127,10 @@ impl EngineWorker {
         self.session.borrow_mut().take();
         self.spare.borrow_mut().take();
         self.attached.set(None);
+        self.imported.set(None);
     }
 
-    fn post_plan(&self) {
+    pub(super) fn post_plan(&self) {
         let plan = self.session.borrow().as_ref().map(Session::plan);
         if let Some(plan) = plan {
             self.post(&FromWorker::Training(plan));
@@ -162,8 +172,21 @@ impl EngineWorker {
         }
         // The old adapter comes off the model before its run is forgotten.
         self.detach_adapter(&loaded)?;
+        let session = self.new_session(&loaded, data, settings)?;
+        self.forget_training();
+        self.control.set(Control::Run);
+        *self.session.borrow_mut() = Some(session);
+        self.post_plan();
+        self.save_run_start(&loaded, data).await;
+        self.train(&loaded).await;
+        Ok(())
+    }
+
+    /// A run on the course as `data` prepares it (its report posted), before any step.
+    pub(super) fn new_session(&self, loaded: &Loaded, data: &DataSettings, settings: &TrainSettings) -> Result<Session, String> {
         let prepared = course::prepare(&self.course.borrow(), &loaded.tokenizer, &loaded.template, data, settings.seed)?;
         self.post(&FromWorker::Course(prepared.report));
+        *self.questions.borrow_mut() = prepared.questions;
         let dataset = prepared.dataset;
         if dataset.train.is_empty() {
             return Err("the course gave no training examples: see the notes on each file".into());
@@ -195,9 +218,7 @@ impl EngineWorker {
             seed: settings.seed,
         };
         let longest = dataset.train.iter().chain(&dataset.validation).map(|t| t.ids.len()).max().unwrap_or(1);
-        self.forget_training();
-        self.control.set(Control::Run);
-        *self.session.borrow_mut() = Some(Session {
+        Ok(Session {
             settings: settings.clone(),
             lora,
             optimizer,
@@ -215,10 +236,8 @@ impl EngineWorker {
             val_loss: None,
             best_val_loss: None,
             message: None,
-        });
-        self.post_plan();
-        self.train(&loaded).await;
-        Ok(())
+            saving: persist::Saving::default(),
+        })
     }
 
     pub(super) async fn resume_training(&self) -> Result<(), String> {
@@ -235,20 +254,47 @@ impl EngineWorker {
         Ok(())
     }
 
-    /// Runs the session's loop until it ends, pauses or fails, and reports how.
-    async fn train(&self, loaded: &Loaded) {
-        let ending = match self.gpu().await {
-            Ok(gpu) => self.train_loop(&gpu, loaded).await,
-            Err(e) => Ending::Failed(format!("no GPU: {e}")),
-        };
+    /// Runs the session's loop until it ends, pauses or fails, and reports how; a lost
+    /// device is reopened (with the model) and the loop goes on from the last save.
+    pub(super) async fn train(&self, loaded: &Loaded) {
+        let mut ending = self.run_loop(loaded).await;
+        while let Ending::Lost(reason) = ending {
+            ending = match self.recover(loaded, &reason).await {
+                Ok(()) => self.run_loop(loaded).await,
+                Err(message) => Ending::Failed(message),
+            };
+        }
         let (phase, message) = match ending {
             Ending::Finished(note) => (TrainPhase::Finished, note),
-            Ending::Paused => (TrainPhase::Paused, None),
+            // (`run_loop` takes the probes and goes on: a probe never ends the run.)
+            Ending::Paused | Ending::Probe => (TrainPhase::Paused, None),
             Ending::Stopped => (TrainPhase::Stopped, None),
-            Ending::Failed(message) => (TrainPhase::Failed, Some(message)),
+            Ending::Failed(message) | Ending::Lost(message) => (TrainPhase::Failed, Some(message)),
         };
         self.control.set(Control::Run);
         self.set_phase(phase, message);
+        self.save_checkpoint(loaded).await;
+    }
+
+    async fn run_loop(&self, loaded: &Loaded) -> Ending {
+        match self.gpu().await {
+            // Whatever failed, a lost device is why (setup and validation included).
+            Ok(gpu) => loop {
+                match self.train_loop(&gpu, loaded).await {
+                    Ending::Probe => {
+                        if let Err(message) = self.probe_adapter(&gpu, loaded).await {
+                            web_sys::console::warn_1(&format!("probe answers: {message}").into());
+                        }
+                    }
+                    Ending::Failed(message) => match gpu.lost() {
+                        Some(reason) => break Ending::Lost(reason),
+                        None => break Ending::Failed(message),
+                    },
+                    ending => break ending,
+                }
+            },
+            Err(e) => Ending::Failed(format!("no GPU: {e}")),
+        }
     }
 
     // The model stays shared-borrowed while the GPU works: attaching an adapter needs
@@ -267,6 +313,7 @@ impl EngineWorker {
             return Ending::Failed(message);
         }
         self.spare.borrow_mut().take();
+        self.imported.set(None);
         let Ok(model) = loaded.model.try_borrow() else { return Ending::Failed("the model is in use".into()) };
         let recompute = longest >= RECOMPUTE_FROM;
         let trainer = match &state {
@@ -284,6 +331,11 @@ impl EngineWorker {
             match runner.validate(&trainer, gpu, &data).await {
                 Ok(base) => self.update(|s| s.base_val_loss = base),
                 Err(e) => return Ending::Failed(format!("validation of the base model: {e}")),
+            }
+            self.probe_budget.set(probe::Budget::start(js_sys::Date::now()));
+            let total_steps = self.session.borrow().as_ref().map_or(0, |s| s.total_steps);
+            if let Err(message) = self.calibrate(&trainer, gpu, &data, runner.options(), total_steps).await {
+                return Ending::Failed(format!("timing the first example: {message}"));
             }
         }
         let lora_parameters = trainer.lora().len() as u64;
@@ -314,6 +366,7 @@ impl EngineWorker {
             self.update(|s| {
                 s.val_loss = report.val_loss.or(s.val_loss);
                 s.best_val_loss = runner.summary().best_val_loss;
+                s.saving.record(stats.step as u32, stats.loss, report.val_loss);
             });
             self.post(&FromWorker::Progress(StepProgress {
                 step: stats.step as u32,
@@ -327,7 +380,28 @@ impl EngineWorker {
                 gpu_bytes: memory.live_bytes(),
                 gpu_peak_bytes: memory.peak_bytes(),
             }));
+            let last_save = self.session.borrow().as_ref().and_then(|s| s.saving.saved_ms);
+            if autosave_due(js_sys::Date::now(), last_save) {
+                match trainer.state(gpu).await {
+                    Ok(state) => self.update(|s| {
+                        s.state = Some(state);
+                        s.version += 1;
+                    }),
+                    Err(e) => break Ending::Failed(format!("reading the weights back: {e}")),
+                }
+                self.save_checkpoint(loaded).await;
+            }
+            if probe::due(stats.step, report.total_steps)
+                && !self.questions.borrow().is_empty()
+                && self.probe_budget.get().allows(js_sys::Date::now())
+            {
+                break Ending::Probe;
+            }
         };
+        // The device is gone, and the weights with it: the last save is what is left.
+        if gpu.lost().is_some() {
+            return ending;
+        }
         // Keep what the run learned, whatever ended it (after a failed step the
         // weights are those of the last good one).
         match trainer.state(gpu).await {
@@ -343,7 +417,7 @@ impl EngineWorker {
         ending
     }
 
-    fn update(&self, f: impl FnOnce(&mut Session)) {
+    pub(super) fn update(&self, f: impl FnOnce(&mut Session)) {
         if let Some(s) = self.session.borrow_mut().as_mut() {
             f(s);
         }
@@ -354,6 +428,9 @@ impl EngineWorker {
     pub(super) fn use_adapter(&self, gpu: &Gpu, loaded: &Loaded, want: bool) -> Result<(), String> {
         if !want {
             return self.detach_adapter(loaded);
+        }
+        if let Some(version) = self.imported.get() {
+            return self.attach_imported(loaded, version);
         }
         let (version, weights) = {
             let session = self.session.borrow();
