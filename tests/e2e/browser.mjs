@@ -53,3 +53,14 @@ export function offOrigin(urls, origin) {
     return from !== origin && protocol !== 'data:' && protocol !== 'blob:';
   });
 }
+
+/**
+ * Fails with the element's text when `testid` is on the page. (Reading the text only
+ * then matters: Playwright waits its 30 s default for an element that is not there.)
+ */
+export async function assertAbsent(page, testid) {
+  const element = page.getByTestId(testid);
+  if ((await element.count()) > 0) {
+    throw new Error(`${testid}: ${await element.first().textContent()}`);
+  }
+}

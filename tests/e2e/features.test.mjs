@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { launch, offOrigin, record } from './browser.mjs';
+import { assertAbsent, launch, offOrigin, record } from './browser.mjs';
 import { serveDist } from './serve.mjs';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -85,7 +85,7 @@ async function askAfresh(page, prompt) {
 async function importAdapter(page, files) {
   await page.getByTestId('import-adapter').setInputFiles(files);
   await page.locator('[data-testid="imported-adapter"], [data-testid="import-error"]').first().waitFor({ timeout: 60_000 });
-  assert.equal(await page.getByTestId('import-error').count(), 0, await page.getByTestId('import-error').textContent().catch(() => ''));
+  await assertAbsent(page, 'import-error');
   return text(page, 'imported-adapter');
 }
 
@@ -115,7 +115,7 @@ test('calibration, probes, quiz, conversations, model from disk, merged exports 
   // 1. A GGUF from this computer: the File goes to the worker and is read in slices.
   await page.getByTestId('model-file').setInputFiles(MODEL);
   await page.locator('[data-testid="model-report"], [data-testid="model-error"]').first().waitFor({ timeout: 120_000 });
-  assert.equal(await page.getByTestId('model-error').count(), 0, await page.getByTestId('model-error').textContent().catch(() => ''));
+  await assertAbsent(page, 'model-error');
   const report = await text(page, 'model-report');
   t.diagnostic(`model from disk: ${report}`);
   assert.match(report, /\(llama, [\d.]+ M parameters, \w+, context \d+\)/);
@@ -165,7 +165,7 @@ test('calibration, probes, quiz, conversations, model from disk, merged exports 
   await page.getByTestId('max-tokens').fill('12');
   await page.getByTestId('quiz-run').click();
   await page.locator('[data-testid="quiz-item"], [data-testid="quiz-error"]').first().waitFor({ timeout: 120_000 });
-  assert.equal(await page.getByTestId('quiz-error').count(), 0, await page.getByTestId('quiz-error').textContent().catch(() => ''));
+  await assertAbsent(page, 'quiz-error');
   const items = await page.getByTestId('quiz-item').count();
   assert.ok(items >= 1, 'quiz questions');
   const first = page.getByTestId('quiz-item').first();
@@ -227,7 +227,7 @@ test('calibration, probes, quiz, conversations, model from disk, merged exports 
     buffer: midCheckpoint.bytes,
   });
   await page.locator('[data-testid="imported-checkpoint"], [data-testid="import-error"]').first().waitFor({ timeout: 60_000 });
-  assert.equal(await page.getByTestId('import-error').count(), 0, await page.getByTestId('import-error').textContent().catch(() => ''));
+  await assertAbsent(page, 'import-error');
   assert.match(await text(page, 'imported-checkpoint'), new RegExp(`at step ${pausedAt}`));
   await until(page, 'the paused run', async (p) => new RegExp(`^Paused after step ${pausedAt} of ${STEPS}`).test(await status(p)), 30_000);
   assert.equal(await page.getByTestId('imported-adapter').count(), 0, 'the checkpoint replaced the imported adapter');
@@ -248,7 +248,7 @@ test('calibration, probes, quiz, conversations, model from disk, merged exports 
   t.diagnostic(`refused: ${refusal}`);
   assert.match(refusal, /cannot continue here: .*training data differs/);
 
-  assert.equal(await page.getByTestId('engine-error').count(), 0, await page.getByTestId('engine-error').textContent().catch(() => ''));
+  await assertAbsent(page, 'engine-error');
   assert.deepEqual(offOrigin(log.requests, server.origin), [], 'requests that left the origin');
   assert.deepEqual(log.errors, [], 'errors on the page');
   const line = `features on the tiny model: ${timings.join('; ')}`;

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { launch, offOrigin, record } from './browser.mjs';
+import { assertAbsent, launch, offOrigin, record } from './browser.mjs';
 import { serveDist } from './serve.mjs';
 
 const DIST = process.env.CLASSTUNE_DIST ?? path.join(path.dirname(fileURLToPath(import.meta.url)), '../../dist');
@@ -45,7 +45,7 @@ test('SmolLM2 loads in the page, generates greedily and trains two steps', async
   await page.getByTestId('load-model').click();
   await page.locator('[data-testid="model-report"], [data-testid="model-error"]').first().waitFor({ timeout: LOAD_MS });
   const loadSeconds = (Date.now() - started) / 1000;
-  assert.equal(await page.getByTestId('model-error').count(), 0, await page.getByTestId('model-error').textContent().catch(() => ''));
+  await assertAbsent(page, 'model-error');
   const report = await page.getByTestId('model-report').innerText();
   assert.match(report, /SmolLM2/i);
   assert.match(report, /Q4_1/);
