@@ -154,28 +154,25 @@ async fn write_error(e: JsValue, path: &str, what: &str, needed: u64) -> StoreEr
 /// Writes `bytes` as the file `path` (replacing it only once all is written); `what`
 /// names it in a quota message.
 pub async fn write(path: &str, bytes: &[u8], what: &str) -> Result<(), StoreError> {
-    let needed = bytes.len() as u64;
-    let stream = writable(path, what, needed).await?;
-    let written = match stream.write_with_u8_array(bytes) {
-        Ok(promise) => JsFuture::from(promise).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = written {
-        let _ = JsFuture::from(stream.abort()).await;
-        return Err(write_error(e, path, what, needed).await);
-    }
-    if let Err(e) = JsFuture::from(stream.close()).await {
-        return Err(write_error(e, path, what, needed).await);
-    }
-    Ok(())
+    write_with(path, what, bytes.len() as u64, |stream| stream.write_with_u8_array(bytes)).await
 }
 
 /// Writes a `Blob` as the file `path` (the browser copies it; it never enters the
 /// worker's memory).
 pub async fn write_blob(path: &str, blob: &web_sys::Blob, what: &str) -> Result<(), StoreError> {
-    let needed = blob.size() as u64;
+    write_with(path, what, blob.size() as u64, |stream| stream.write_with_blob(blob)).await
+}
+
+/// Opens `path` for writing, runs the one write `start` begins, and commits the file;
+/// on failure the stream is aborted, so the previous file (if any) stays.
+async fn write_with(
+    path: &str,
+    what: &str,
+    needed: u64,
+    start: impl FnOnce(&FileSystemWritableFileStream) -> Result<Promise, JsValue>,
+) -> Result<(), StoreError> {
     let stream = writable(path, what, needed).await?;
-    let written = match stream.write_with_blob(blob) {
+    let written = match start(&stream) {
         Ok(promise) => JsFuture::from(promise).await,
         Err(e) => Err(e),
     };
