@@ -1,5 +1,7 @@
 // Debian's Chromium through playwright-core, with software WebGPU (SwiftShader) and
 // nothing that phones home on its own.
+import { readFileSync } from 'node:fs';
+
 import { chromium } from 'playwright-core';
 
 export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
@@ -63,4 +65,14 @@ export async function assertAbsent(page, testid) {
   if ((await element.count()) > 0) {
     throw new Error(`${testid}: ${await element.first().textContent()}`);
   }
+}
+
+/** Clicks the export button of `format` and returns the downloaded file's name and bytes. */
+export async function download(page, format) {
+  const started = page.waitForEvent('download', { timeout: 120_000 });
+  await page.getByTestId(`export-${format}`).click();
+  const file = await started;
+  const bytes = readFileSync(await file.path());
+  await page.getByTestId(`download-${format}`).waitFor();
+  return { name: file.suggestedFilename(), bytes };
 }

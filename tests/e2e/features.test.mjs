@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { assertAbsent, launch, offOrigin, record } from './browser.mjs';
+import { assertAbsent, download, launch, offOrigin, record } from './browser.mjs';
 import { serveDist } from './serve.mjs';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -48,16 +48,6 @@ async function until(page, what, predicate, timeout) {
 const text = (page, testid) => page.getByTestId(testid).innerText();
 const status = (page) => text(page, 'train-status');
 const stepsDone = async (page) => Number((await page.getByTestId('train-progress').getAttribute('value')) ?? 0);
-
-/** Clicks an export button and returns the downloaded file. */
-async function download(page, format) {
-  const started = page.waitForEvent('download', { timeout: 120_000 });
-  await page.getByTestId(`export-${format}`).click();
-  const file = await started;
-  const bytes = readFileSync(await file.path());
-  await page.getByTestId(`download-${format}`).waitFor();
-  return { name: file.suggestedFilename(), bytes };
-}
 
 /** Generates with both columns and returns [base, adapter] answers and prompt sizes. */
 async function ask(page, prompt) {

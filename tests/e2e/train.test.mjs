@@ -15,7 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inflateRawSync } from 'node:zlib';
 
-import { launch, offOrigin, record } from './browser.mjs';
+import { download, launch, offOrigin, record } from './browser.mjs';
 import { serveDist } from './serve.mjs';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -123,16 +123,6 @@ function unzip(bytes) {
     at = start + size;
   }
   return entries;
-}
-
-/** Clicks an export button and returns the downloaded file's bytes. */
-async function download(page, format) {
-  const started = page.waitForEvent('download', { timeout: 120_000 });
-  await page.getByTestId(`export-${format}`).click();
-  const file = await started;
-  const bytes = readFileSync(await file.path());
-  await page.getByTestId(`download-${format}`).waitFor();
-  return { name: file.suggestedFilename(), bytes };
 }
 
 test('a teacher trains, compares and exports an adapter, all on this device', async (t) => {
