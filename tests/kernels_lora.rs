@@ -7,7 +7,7 @@ mod gradcheck;
 use classtune::gpu::GpuError;
 use classtune::kernels::lora::{
     lora_backward_a, lora_backward_b, lora_backward_cpu, lora_backward_input, lora_backward_u, lora_forward,
-    lora_forward_cpu, LoraShape, View,
+    lora_forward_cpu, LoraKernel, LoraShape, View,
 };
 use gradcheck::{assert_close, finite_diff, random, to_f64, upload};
 use rand::{rngs::StdRng, SeedableRng};
@@ -102,8 +102,17 @@ fn lora_matches_cpu_and_finite_differences() -> Result<(), GpuError> {
             (130, 576, 192, 16, false),
             (18, 1536, 576, 8, false),
         ];
-        for (t, din, dout, r, fd) in cases {
-            let s = LoraShape { tokens: t as u32, d_in: din as u32, d_out: dout as u32, rank: r as u32, scale: 2.0 / r as f32 };
+        // Both kernels on every device: the device picks one, the other must agree too.
+        let kernels = [LoraKernel::Tiled, LoraKernel::Registers];
+        for ((t, din, dout, r, fd), kernel) in cases.into_iter().flat_map(|c| kernels.map(|k| (c, k))) {
+            let s = LoraShape {
+                tokens: t as u32,
+                d_in: din as u32,
+                d_out: dout as u32,
+                rank: r as u32,
+                scale: 2.0 / r as f32,
+                kernel,
+            };
             let x = random(&mut rng, t * din, -1.0, 1.0);
             let a = random(&mut rng, r * din, -0.5, 0.5);
             let b = random(&mut rng, dout * r, -0.5, 0.5);
@@ -115,7 +124,7 @@ fn lora_matches_cpu_and_finite_differences() -> Result<(), GpuError> {
                 db: random(&mut rng, dout * r, -1.0, 1.0),
             };
             let got = run_gpu(&x, &a, &b, &dy, &priors, s).await?;
-            let what = format!("T {t} in {din} out {dout} r {r}");
+            let what = format!("{kernel:?}: T {t} in {din} out {dout} r {r}");
             let (u, y) = lora_forward_cpu(&x, &a, &b, &priors.y, s);
             let want = lora_backward_cpu(&x, &a, &b, &dy, s);
             // Sums of up to 1536 products of values below 1: f32 error well under 1e-4.
@@ -150,7 +159,7 @@ fn lora_rejects_bad_shapes() -> Result<(), GpuError> {
         let u = gpu.buffer("u", 4 * 64)?;
         let y = gpu.buffer("y", 4 * 64)?;
         let mut batch = gpu.batch();
-        let ok = LoraShape { tokens: 2, d_in: 16, d_out: 16, rank: 4, scale: 1.0 };
+        let ok = LoraShape { tokens: 2, d_in: 16, d_out: 16, rank: 4, scale: 1.0, kernel: LoraKernel::choose(&gpu) };
         for (bad, why) in [
             (LoraShape { rank: 0, ..ok }, "rank 0"),
             (LoraShape { rank: 65, ..ok }, "rank above 64"),

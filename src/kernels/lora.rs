@@ -12,7 +12,7 @@
 //! docs/training-math.md.
 
 use super::add::ensure_len;
-use crate::gpu::{batch::grid, Batch, Buffer, GpuError, Kernel};
+use crate::gpu::{batch::grid, Batch, Buffer, Gpu, GpuError, Kernel};
 
 const SOURCE: &str = include_str!("../../shaders/lora.wgsl");
 
@@ -23,8 +23,36 @@ pub const MAX_RANK: u32 = 64;
 /// iterations in all per invocation, silently); a little is kept back.
 const LOOP_BUDGET: u64 = 60_000;
 
-/// Side of the square output tile (`TILE` in lora.wgsl).
+/// Side of the square output tile of [`LoraKernel::Tiled`] (`TILE` in lora.wgsl).
 const TILE: u32 = 16;
+
+/// Side of the square block of outputs one lane of [`LoraKernel::Registers`] owns
+/// (`BLOCK` in lora.wgsl).
+const BLOCK: u32 = 8;
+
+/// Lanes per workgroup of [`LoraKernel::Registers`].
+const REGISTER_WG: u32 = 64;
+
+/// How the GPU computes the adapter's matmuls (lora.wgsl).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoraKernel {
+    /// 16 × 16 output tiles shared through workgroup memory, one output per lane.
+    Tiled,
+    /// An 8 × 8 block of outputs per lane in registers, no workgroup memory or barrier:
+    /// CPU devices, where a barrier switches between the workgroup's lanes.
+    Registers,
+}
+
+impl LoraKernel {
+    /// The faster kernel on this device.
+    pub fn choose(gpu: &Gpu) -> LoraKernel {
+        if gpu.is_software() {
+            LoraKernel::Registers
+        } else {
+            LoraKernel::Tiled
+        }
+    }
+}
 
 /// Mirrors `Params` in lora.wgsl.
 #[repr(C)]
@@ -74,6 +102,7 @@ pub struct LoraShape {
     pub rank: u32,
     /// `alpha / rank` (PEFT), or `alpha / sqrt(rank)` with rsLoRA.
     pub scale: f32,
+    pub kernel: LoraKernel,
 }
 
 impl LoraShape {
@@ -113,6 +142,7 @@ async fn lora_matmul(
     out: (&'static str, View<'_>),
     alpha: f32,
     accumulate: bool,
+    kernel: LoraKernel,
 ) -> Result<(), GpuError> {
     let (out_name, out_view) = out;
     // Largest element index read or written, per operand: checks the buffer is long enough.
@@ -127,7 +157,8 @@ async fn lora_matmul(
             return Err(GpuError::shape(name, format!("`{operand}` and `{out_name}` are the same buffer `{}`", buffer.label())));
         }
     }
-    let loops = (k as u64).div_ceil(TILE as u64) * (TILE as u64 + 1);
+    let registers = kernel == LoraKernel::Registers;
+    let loops = if registers { k as u64 } else { (k as u64).div_ceil(TILE as u64) * (TILE as u64 + 1) };
     if loops > LOOP_BUDGET {
         return Err(GpuError::shape(
             name,
@@ -137,7 +168,12 @@ async fn lora_matmul(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let pipeline = batch.gpu().pipeline(&Kernel::new("lora", SOURCE, name)).await?;
+    let (wx, wy) = if registers { (REGISTER_WG, 1) } else { (TILE, TILE) };
+    let kernel_source = Kernel::new("lora", SOURCE, name)
+        .with("REGISTERS", registers)
+        .with("WX", format!("{wx}u"))
+        .with("WY", format!("{wy}u"));
+    let pipeline = batch.gpu().pipeline(&kernel_source).await?;
     let params = Params {
         m,
         n,
@@ -154,7 +190,11 @@ async fn lora_matmul(
         alpha,
         _pad: [0; 3],
     };
-    let groups = m.div_ceil(TILE) * n.div_ceil(TILE);
+    let groups = if registers {
+        (m.div_ceil(BLOCK) * n.div_ceil(BLOCK)).div_ceil(REGISTER_WG)
+    } else {
+        m.div_ceil(TILE) * n.div_ceil(TILE)
+    };
     batch.dispatch(
         &pipeline,
         &params,
@@ -175,14 +215,14 @@ pub async fn lora_forward(
     y: View<'_>,
     shape: LoraShape,
 ) -> Result<(), GpuError> {
-    let LoraShape { tokens, d_in, d_out, rank, scale } = shape;
+    let LoraShape { tokens, d_in, d_out, rank, scale, .. } = shape;
     shape.check("lora_forward")?;
     let x_op = Operand { name: "x", view: x.into(), rs: d_in, cs: 1 };
     let a_op = Operand { name: "a", view: a, rs: 1, cs: d_in }; // Aᵀ[k, n] = A[n, k]
-    lora_matmul(batch, "lora_forward_down", [tokens, rank, d_in], x_op, a_op, ("u", u.into()), 1.0, false).await?;
+    lora_matmul(batch, "lora_forward_down", [tokens, rank, d_in], x_op, a_op, ("u", u.into()), 1.0, false, shape.kernel).await?;
     let u_op = Operand { name: "u", view: u.into(), rs: rank, cs: 1 };
     let b_op = Operand { name: "b", view: b, rs: 1, cs: rank }; // Bᵀ[k, n] = B[n, k]
-    lora_matmul(batch, "lora_forward_up", [tokens, d_out, rank], u_op, b_op, ("y", y), scale, true).await
+    lora_matmul(batch, "lora_forward_up", [tokens, d_out, rank], u_op, b_op, ("y", y), scale, true, shape.kernel).await
 }
 
 /// `du = scale · dy · B` [T, r] from `dy` [T, out]; the gradient with respect to `u`.
@@ -197,7 +237,7 @@ pub async fn lora_backward_u(
     shape.check("lora_backward_u")?;
     let dy_op = Operand { name: "dy", view: dy.into(), rs: d_out, cs: 1 };
     let b_op = Operand { name: "b", view: b, rs: rank, cs: 1 };
-    lora_matmul(batch, "lora_backward_u", [tokens, rank, d_out], dy_op, b_op, ("du", du.into()), scale, false).await
+    lora_matmul(batch, "lora_backward_u", [tokens, rank, d_out], dy_op, b_op, ("du", du.into()), scale, false, shape.kernel).await
 }
 
 /// `dB = scale · dyᵀ · u` [out, r], added onto `db` with `accumulate` (gradient
@@ -214,7 +254,7 @@ pub async fn lora_backward_b(
     shape.check("lora_backward_b")?;
     let dyt = Operand { name: "dy", view: dy.into(), rs: 1, cs: d_out }; // dyᵀ[m, k] = dy[k, m]
     let u_op = Operand { name: "u", view: u.into(), rs: rank, cs: 1 };
-    lora_matmul(batch, "lora_backward_b", [d_out, rank, tokens], dyt, u_op, ("db", db), scale, accumulate).await
+    lora_matmul(batch, "lora_backward_b", [d_out, rank, tokens], dyt, u_op, ("db", db), scale, accumulate, shape.kernel).await
 }
 
 /// `dA = duᵀ · x` [r, in] (the scale is already in `du`), added onto `da` with
@@ -231,7 +271,7 @@ pub async fn lora_backward_a(
     shape.check("lora_backward_a")?;
     let dut = Operand { name: "du", view: du.into(), rs: 1, cs: rank }; // duᵀ[m, k] = du[k, m]
     let x_op = Operand { name: "x", view: x.into(), rs: d_in, cs: 1 };
-    lora_matmul(batch, "lora_backward_a", [rank, d_in, tokens], dut, x_op, ("da", da), 1.0, accumulate).await
+    lora_matmul(batch, "lora_backward_a", [rank, d_in, tokens], dut, x_op, ("da", da), 1.0, accumulate, shape.kernel).await
 }
 
 /// `dx += du · A` [T, in]: the adapter's share of the input gradient, added onto `dx`
@@ -249,7 +289,7 @@ pub async fn lora_backward_input(
     shape.check("lora_backward_input")?;
     let du_op = Operand { name: "du", view: du.into(), rs: rank, cs: 1 };
     let a_op = Operand { name: "a", view: a, rs: d_in, cs: 1 };
-    lora_matmul(batch, "lora_backward_input", [tokens, d_in, rank], du_op, a_op, ("dx", dx.into()), 1.0, accumulate).await
+    lora_matmul(batch, "lora_backward_input", [tokens, d_in, rank], du_op, a_op, ("dx", dx.into()), 1.0, accumulate, shape.kernel).await
 }
 
 /// CPU reference of [`lora_forward`] in f64: returns `(u, y + scale · u · Bᵀ)`.

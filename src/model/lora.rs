@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::adapter::{Adapter, LoraConfig, LoraPair, Target};
 use crate::gpu::{Buffer, Gpu, GpuError};
-use crate::kernels::lora::{LoraShape, View, MAX_RANK};
+use crate::kernels::lora::{LoraKernel, LoraShape, View, MAX_RANK};
 use super::{Config, ModelError};
 
 /// Where one adapted projection's A [rank, in] and B [out, rank] start in the buffers.
@@ -30,6 +30,7 @@ pub struct LoraWeights {
     len: usize,
     pub(crate) params: Buffer,
     optimizer: Option<OptimizerState>,
+    kernel: LoraKernel,
 }
 
 /// Gradient and AdamW moments, laid out as the weights.
@@ -133,6 +134,7 @@ impl LoraWeights {
             len: values.len(),
             params: gpu.upload("lora.params", bytemuck::cast_slice(values))?,
             optimizer: None,
+            kernel: LoraKernel::choose(gpu),
         })
     }
 
@@ -179,6 +181,7 @@ impl LoraWeights {
             d_out: slot.d_out as u32,
             rank: self.config.rank as u32,
             scale: self.config.scale(),
+            kernel: self.kernel,
         }
     }
 
