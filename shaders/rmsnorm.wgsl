@@ -1,4 +1,8 @@
-// RMSNorm over the last dimension (llama, qwen2), one workgroup per row.
+// RMSNorm over the last dimension (llama, qwen2). Two shapes, picked by the loader
+// (kernels/rmsnorm.rs, `RowKernel`) through LANES, with WG lanes per workgroup: on GPUs
+// one workgroup per row sums through workgroup memory; on CPU devices each lane owns a
+// whole row, with no barrier (llvmpipe switches between a workgroup's lanes at every
+// barrier: the tree below cost ~0.1 ms per row there).
 //
 //   forward:  rstd[t]   = 1 / sqrt(mean_d(x[t,d]^2) + eps)
 //             y[t,d]    = x[t,d] * rstd[t] * w[d]
@@ -25,7 +29,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read> dy: array<f32>;         // [rows, dim]
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;   // [rows, dim]
 
-const WG = 256u;
 var<workgroup> partial: array<f32, WG>;
 
 // Sum of partial[0..WG) into partial[0]; every thread must call it (it has barriers).
@@ -39,9 +42,13 @@ fn reduce_partial(lid: u32) {
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn rmsnorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
+    if (LANES) {
+        forward_row(group_index(wid, nwg) * WG + lid);
+        return;
+    }
     let row = group_index(wid, nwg);
     // Uniform per workgroup (derived from workgroup_id), so the barriers below stay legal.
     if (row >= p.rows) {
@@ -66,9 +73,13 @@ fn rmsnorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn rmsnorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
+    if (LANES) {
+        backward_row(group_index(wid, nwg) * WG + lid);
+        return;
+    }
     let row = group_index(wid, nwg);
     if (row >= p.rows) {
         return;
@@ -84,6 +95,46 @@ fn rmsnorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let r = rstd[row];
     let c = r * r * partial[0] / f32(p.dim);
     for (var d = lid; d < p.dim; d += WG) {
+        let v = r * (dy[base + d] * w[d] - x[base + d] * c);
+        if (p.accumulate != 0u) {
+            dx[base + d] += v;
+        } else {
+            dx[base + d] = v;
+        }
+    }
+}
+
+// ---- one lane per row (LANES) ----
+
+fn forward_row(row: u32) {
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.dim;
+    var s = 0.0;
+    for (var d = 0u; d < p.dim; d++) {
+        let v = x[base + d];
+        s += v * v;
+    }
+    let r = 1.0 / sqrt(s / f32(p.dim) + p.eps);
+    for (var d = 0u; d < p.dim; d++) {
+        y[base + d] = x[base + d] * r * w[d];
+    }
+    rstd[row] = r;
+}
+
+fn backward_row(row: u32) {
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.dim;
+    var s = 0.0;
+    for (var d = 0u; d < p.dim; d++) {
+        s += dy[base + d] * w[d] * x[base + d];
+    }
+    let r = rstd[row];
+    let c = r * r * s / f32(p.dim);
+    for (var d = 0u; d < p.dim; d++) {
         let v = r * (dy[base + d] * w[d] - x[base + d] * c);
         if (p.accumulate != 0u) {
             dx[base + d] += v;

@@ -4,7 +4,9 @@
 mod gradcheck;
 
 use classtune::gpu::GpuError;
-use classtune::kernels::rmsnorm::{rmsnorm_backward, rmsnorm_backward_cpu, rmsnorm_forward};
+use classtune::kernels::rmsnorm::{
+    rmsnorm_backward, rmsnorm_backward_cpu, rmsnorm_backward_with, rmsnorm_forward_with, RowKernel,
+};
 use classtune::kernels::rope::{rope_backward, rope_backward_cpu, rope_inv_freq, RopeScaling, RopeStyle};
 use classtune::kernels::swiglu::{swiglu_backward, swiglu_backward_cpu};
 use gradcheck::{assert_close, dot, finite_diff, random, to_f64, upload, upload_u32};
@@ -29,7 +31,8 @@ fn rmsnorm_backward_matches_finite_differences() -> Result<(), GpuError> {
         let gpu = gradcheck::gpu().await?;
         let mut rng = StdRng::seed_from_u64(21);
         let eps = 1e-5f32;
-        for &(rows, dim) in &[(1usize, 7usize), (3, 37), (5, 257), (2, 1001)] {
+        let cases = [(1usize, 7usize), (3, 37), (5, 257), (2, 1001), (67, 9)];
+        for ((rows, dim), kernel) in cases.into_iter().flat_map(|c| [RowKernel::Workgroup, RowKernel::Lanes].map(|k| (c, k))) {
             let x = random(&mut rng, rows * dim, -2.0, 2.0);
             let w = random(&mut rng, dim, 0.5, 1.5);
             let dy = random(&mut rng, rows * dim, -1.0, 1.0);
@@ -41,12 +44,12 @@ fn rmsnorm_backward_matches_finite_differences() -> Result<(), GpuError> {
             let acc = upload(&gpu, "dx_acc", &prior)?;
             let mut batch = gpu.batch();
             let (r, d) = (rows as u32, dim as u32);
-            rmsnorm_forward(&mut batch, &xb, &wb, &yb, &rb, r, d, eps).await?;
-            rmsnorm_backward(&mut batch, &xb, &wb, &rb, &dyb, &dxb, r, d, false).await?;
-            rmsnorm_backward(&mut batch, &xb, &wb, &rb, &dyb, &acc, r, d, true).await?;
+            rmsnorm_forward_with(&mut batch, kernel, &xb, &wb, &yb, &rb, r, d, eps).await?;
+            rmsnorm_backward_with(&mut batch, kernel, &xb, &wb, &rb, &dyb, &dxb, r, d, false).await?;
+            rmsnorm_backward_with(&mut batch, kernel, &xb, &wb, &rb, &dyb, &acc, r, d, true).await?;
             batch.submit()?;
             let got = gpu.read_f32_prefix(&dxb, rows * dim).await?;
-            let what = format!("rmsnorm rows {rows} dim {dim}");
+            let what = format!("rmsnorm {kernel:?} rows {rows} dim {dim}");
 
             let fd = finite_diff(&to_f64(&x), 1e-6, |x| dot(&dy, &rmsnorm_f64(x, &w, rows, dim, eps as f64)));
             assert_close(&format!("{what} dx vs finite differences"), &got, &fd, 2e-5, 1e-4);

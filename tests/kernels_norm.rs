@@ -1,7 +1,7 @@
 //! RMSNorm on the GPU against its CPU reference, at odd sizes.
 
 use classtune::gpu::{Gpu, GpuError, GpuOptions};
-use classtune::kernels::rmsnorm::{rmsnorm_forward, rmsnorm_forward_cpu};
+use classtune::kernels::rmsnorm::{rmsnorm_forward, rmsnorm_forward_cpu, rmsnorm_forward_with, RowKernel};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) {
@@ -16,7 +16,10 @@ fn rmsnorm_matches_cpu() -> Result<(), GpuError> {
     pollster::block_on(async {
         let gpu = Gpu::new(GpuOptions::default()).await?;
         let mut rng = StdRng::seed_from_u64(7);
-        for &(rows, dim) in &[(1usize, 7usize), (3, 576), (5, 4096), (17, 1000), (2, 257)] {
+        // Both kernel shapes on every device (the device picks one); 70 rows span two
+        // workgroups of the one-lane-per-row shape.
+        let cases = [(1usize, 7usize), (3, 576), (5, 4096), (17, 1000), (2, 257), (70, 33)];
+        for ((rows, dim), kernel) in cases.into_iter().flat_map(|c| [RowKernel::Workgroup, RowKernel::Lanes].map(|k| (c, k))) {
             let x: Vec<f32> = (0..rows * dim).map(|_| rng.random_range(-3.0..3.0)).collect();
             let w: Vec<f32> = (0..dim).map(|_| rng.random_range(0.5..1.5)).collect();
             let xb = gpu.upload("x", bytemuck::cast_slice(&x))?;
@@ -24,10 +27,10 @@ fn rmsnorm_matches_cpu() -> Result<(), GpuError> {
             let yb = gpu.buffer("y", 4 * (rows * dim) as u64)?;
             let rb = gpu.buffer("rstd", 4 * rows as u64)?;
             let mut batch = gpu.batch();
-            rmsnorm_forward(&mut batch, &xb, &wb, &yb, &rb, rows as u32, dim as u32, 1e-5).await?;
+            rmsnorm_forward_with(&mut batch, kernel, &xb, &wb, &yb, &rb, rows as u32, dim as u32, 1e-5).await?;
             batch.submit()?;
             let (y, rstd) = rmsnorm_forward_cpu(&x, &w, rows, dim, 1e-5);
-            let what = format!("rows {rows} dim {dim}");
+            let what = format!("{kernel:?}: rows {rows} dim {dim}");
             assert_close(&format!("{what} y"), &gpu.read_f32_prefix(&yb, rows * dim).await?, &y, 1e-5, 1e-5);
             assert_close(&format!("{what} rstd"), &gpu.read_f32_prefix(&rb, rows).await?, &rstd, 0.0, 1e-5);
         }
