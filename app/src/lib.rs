@@ -5,6 +5,7 @@
 //! worker, so long GPU work never freezes the page.
 
 pub mod chart;
+pub mod edits;
 pub mod protocol;
 pub mod storage;
 

@@ -293,6 +293,7 @@ impl<'t> Chunker<'t> {
             input_ids,
             loss_mask,
             truncated: false,
+            edited: None,
         });
         let carried = if overlap { self.tail() } else { Vec::new() };
         self.carried = carried.len();

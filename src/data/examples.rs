@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::edits::ExampleKey;
 use super::readers::Conversation;
 use crate::chat::{ChatTemplate, Message, Role};
 use crate::tokenizer::{Tokenizer, TokenizerError};
@@ -42,9 +43,19 @@ pub struct Example {
     /// Cut to the sequence length.
     #[serde(default)]
     pub truncated: bool,
+    /// Set when the teacher changed it: the identity of the example the course
+    /// material made (edits are keyed by it, and an edited text has another digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited: Option<ExampleKey>,
 }
 
 impl Example {
+    /// Leading tokens the model reads but is not trained on: a text window's context
+    /// line (and BOS), a chat's turns before the first answer.
+    pub fn context_len(&self) -> usize {
+        self.loss_mask.iter().take_while(|&&m| m == 0).count()
+    }
+
     /// Tokens the loss is computed on.
     pub fn trained_tokens(&self) -> usize {
         // Eight mask bytes at a time: a byte's high bit in `zero` is set exactly when
@@ -188,4 +199,59 @@ pub fn tokenize_chat(
     ids.truncate(seq_len);
     mask.truncate(seq_len);
     Ok((ids, mask, truncated))
+}
+
+/// A chat example: `messages` tokenized by [`tokenize_chat`] (the mask on the
+/// assistant turns), cut to `seq_len`.
+pub fn chat_example(
+    tok: &Tokenizer,
+    template: &ChatTemplate,
+    source: &str,
+    location: &str,
+    messages: Vec<Message>,
+    seq_len: usize,
+) -> Result<Example, TokenizerError> {
+    let (input_ids, loss_mask, truncated) = tokenize_chat(tok, template, &messages, seq_len)?;
+    Ok(Example {
+        kind: ExampleKind::Chat,
+        source: source.to_string(),
+        location: location.to_string(),
+        messages,
+        text: String::new(),
+        input_ids,
+        loss_mask,
+        truncated,
+        edited: None,
+    })
+}
+
+/// A text example: the `context` ids (a window's context line, read but not trained
+/// on) then `body`, every token of which is trained, cut to `seq_len`. Its text is
+/// decoded from the ids, as a window's is.
+pub fn text_example(
+    tok: &Tokenizer,
+    source: &str,
+    location: &str,
+    context: &[u32],
+    body: &str,
+    seq_len: usize,
+) -> Result<Example, TokenizerError> {
+    let mut input_ids = context.to_vec();
+    input_ids.extend(tok.encode(body, false)?);
+    let mut loss_mask = vec![0u8; context.len()];
+    loss_mask.resize(input_ids.len(), 1);
+    let truncated = input_ids.len() > seq_len;
+    input_ids.truncate(seq_len);
+    loss_mask.truncate(seq_len);
+    Ok(Example {
+        kind: ExampleKind::Text,
+        source: source.to_string(),
+        location: location.to_string(),
+        messages: Vec::new(),
+        text: tok.decode(&input_ids)?,
+        input_ids,
+        loss_mask,
+        truncated,
+        edited: None,
+    })
 }

@@ -2,13 +2,17 @@
 //! (streamed where the format allows), redact personal data, turn text into token
 //! windows and Q&A/chats into ChatML examples, drop exact duplicates, split by document,
 //! and hand each kept example to an [`ExampleSink`] (a file writer natively, a `Vec` in
-//! the browser). One bad file is recorded in the summary and the batch goes on.
+//! the browser). One bad file is recorded in the summary and the batch goes on. The
+//! teacher's edits of single examples ([`DataOptions::edits`]) are applied as each
+//! example is made, before duplicate removal, the split and the counts.
 
+use std::collections::HashSet;
 use std::io::{BufRead, Read};
 
 use super::chunk::{ChunkOptions, Chunker};
+use super::edits::{Edits, ExampleKey};
 use super::error::DataError;
-use super::examples::{conversation_messages, tokenize_chat, Example, ExampleKind, Preset};
+use super::examples::{chat_example, conversation_messages, Example, ExampleKind, Preset};
 use super::privacy::{PiiCounts, PiiScanner};
 use super::readers::{docx, html, jsonl, pdf, table, text, Block, Conversation, Issues};
 use super::sniff::{sniff, Format, SNIFF_LEN};
@@ -41,6 +45,8 @@ pub struct DataOptions {
     pub preview_examples: usize,
     /// What the resource-generator preset asks quizzes about (default: the file's name).
     pub topic: Option<String>,
+    /// The teacher's changes to single examples.
+    pub edits: Edits,
 }
 
 impl Default for DataOptions {
@@ -56,6 +62,7 @@ impl Default for DataOptions {
             roster: Vec::new(),
             preview_examples: 5,
             topic: None,
+            edits: Edits::new(),
         }
     }
 }
@@ -94,6 +101,8 @@ pub struct Pipeline<'a> {
     hash: ContentHash,
     summary: Summary,
     preview: Vec<(Split, Example)>,
+    /// The edits that found their example.
+    edits_used: HashSet<ExampleKey>,
 }
 
 /// Per-file state while it is read.
@@ -137,6 +146,7 @@ impl<'a> Pipeline<'a> {
             hash: ContentHash::default(),
             summary,
             preview: Vec::new(),
+            edits_used: HashSet::new(),
         })
     }
 
@@ -349,36 +359,49 @@ impl<'a> Pipeline<'a> {
         }
         let topic = self.opts.topic.clone().unwrap_or_else(|| topic_of(name));
         let messages = conversation_messages(&conv, self.opts.preset, &self.system, &topic);
-        let (input_ids, loss_mask, truncated) =
-            tokenize_chat(self.tok, self.template, &messages, self.opts.seq_len).map_err(|e| tok_err(name, e))?;
-        if !loss_mask.contains(&1) {
-            run.issues.warn(
-                name,
-                conv.location.clone(),
-                format!("skipped: the prompt alone is longer than {} tokens, nothing of the answer fits", self.opts.seq_len),
-            );
-            return Ok(());
-        }
         let key: String = messages
             .iter()
             .filter(|m| m.role == Role::User)
             .map(|m| m.content.as_str())
             .collect::<Vec<_>>()
             .join("\u{1F}");
-        let ex = Example {
-            kind: ExampleKind::Chat,
-            source: name.to_string(),
-            location: conv.location,
-            messages,
-            text: String::new(),
-            input_ids,
-            loss_mask,
-            truncated,
-        };
+        let ex = chat_example(self.tok, self.template, name, &conv.location, messages, self.opts.seq_len)
+            .map_err(|e| tok_err(name, e))?;
         self.accept(&format!("chat:{key}"), ex, run, sink)
     }
 
+    /// `ex` as the teacher edited it; None when they deleted it.
+    fn edit(&mut self, ex: Example) -> Result<Option<Example>, DataError> {
+        if self.opts.edits.is_empty() {
+            return Ok(Some(ex));
+        }
+        let key = ExampleKey::of(&ex);
+        let Some(edit) = self.opts.edits.get(&key) else { return Ok(Some(ex)) };
+        self.edits_used.insert(key);
+        if edit.deleted {
+            self.summary.examples_deleted += 1;
+            return Ok(None);
+        }
+        if edit.is_empty() {
+            return Ok(Some(ex));
+        }
+        let source = ex.source.clone();
+        let (scanner, redact) = (&self.scanner, self.opts.redact);
+        let clean = |text: &str| scanner.scan(&super::normalize::clean_text(text), redact).0.into_owned();
+        edit.apply(ex, self.tok, self.template, self.opts.seq_len, clean).map(Some).map_err(|e| tok_err(&source, e))
+    }
+
     fn accept(&mut self, key: &str, ex: Example, run: &mut FileRun, sink: &mut dyn ExampleSink) -> Result<(), DataError> {
+        let Some(ex) = self.edit(ex)? else { return Ok(()) };
+        if ex.kind == ExampleKind::Chat && !ex.loss_mask.contains(&1) {
+            let what = if ex.edited.is_some() { "after the edit, the prompt alone" } else { "the prompt alone" };
+            run.issues.warn(
+                &ex.source,
+                ex.location.clone(),
+                format!("skipped: {what} is longer than {} tokens, nothing of the answer fits", self.opts.seq_len),
+            );
+            return Ok(());
+        }
         let digest = example_digest(&ex);
         if !self.dedupe.first_time_digest(&digest) {
             run.stats.duplicates_removed += 1;
@@ -389,6 +412,7 @@ impl<'a> Pipeline<'a> {
         let n = ex.input_ids.len();
         let s = &mut self.summary;
         s.examples += 1;
+        s.examples_edited += usize::from(ex.edited.is_some());
         s.tokens += n;
         s.trained_tokens += ex.trained_tokens();
         match split {
@@ -425,6 +449,7 @@ impl<'a> Pipeline<'a> {
     /// The summary and the preview text.
     pub fn finish(mut self) -> Result<(Summary, String), DataError> {
         self.summary.content_hash = self.hash.hex();
+        self.summary.edits_unused = self.opts.edits.len() - self.edits_used.len();
         self.summary.unredacted_personal_data = !self.opts.redact && self.summary.personal_data.total() > 0;
         let preview = render_preview(self.tok, &self.preview).map_err(|e| tok_err("preview", e))?;
         Ok((self.summary, preview))

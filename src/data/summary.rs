@@ -55,6 +55,16 @@ pub struct Summary {
     pub duplicates_removed: usize,
     /// Paragraphs longer than a window, cut between tokens.
     pub hard_cuts: usize,
+    /// Kept examples the teacher changed, and examples they deleted
+    /// ([`super::DataOptions::edits`]).
+    #[serde(default)]
+    pub examples_edited: usize,
+    #[serde(default)]
+    pub examples_deleted: usize,
+    /// Edits whose example these settings and files do not make (a text window of
+    /// another length, an example of a file no longer given).
+    #[serde(default)]
+    pub edits_unused: usize,
     pub seq_len: usize,
     pub overlap: usize,
     pub validation_fraction: f64,

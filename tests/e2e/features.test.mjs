@@ -1,11 +1,14 @@
 // The teacher's tools around a run, on the tiny test model (fixtures/tiny): the
 // software-adapter warning, a GGUF model picked from disk (read where it is, never
-// fetched), the calibrated duration shown before the first step, probe answers while
+// fetched), the prepared examples browsed, one deleted and one edited (with the
+// keyboard) before training on them, the calibrated duration shown before the first step, probe answers while
 // training, the quiz of held-out questions (base, adapter, reference, validation
 // losses), a multi-turn conversation per column, merged GGUF exports (F16 and Q8_0)
 // parsed, an exported adapter imported back (PEFT zip and llama.cpp GGUF) answering
 // exactly as the trained one, and a checkpoint taken mid-run continued to the end and
-// refused once the course material changed. No request may leave the origin.
+// refused once the course material changed, and the saved run brought back after a
+// reload with its edited examples (its data digest still matching). No request may
+// leave the origin.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -48,6 +51,22 @@ async function until(page, what, predicate, timeout) {
 const text = (page, testid) => page.getByTestId(testid).innerText();
 const status = (page) => text(page, 'train-status');
 const stepsDone = async (page) => Number((await page.getByTestId('train-progress').getAttribute('value')) ?? 0);
+const idle = (page) => until(page, 'the course report', async (p) => (await p.getByTestId('course-busy').count()) === 0, 60_000);
+
+/** The course summary's counts: training and held-out examples, tokens. */
+async function counts(page) {
+  const summary = await text(page, 'course-summary');
+  const [, train, held, tokens] = summary.match(/^(\d+) training examples and (\d+) held out to measure progress; (\d+) tokens/) ?? [];
+  assert.ok(tokens, summary);
+  return { examples: Number(train) + Number(held), tokens: Number(tokens) };
+}
+
+/** The first example on the page: its facts, tokens and text as the model sees it. */
+async function firstExample(page) {
+  const first = page.getByTestId('example').first();
+  const facts = await first.getByTestId('example-facts').innerText();
+  return { facts, tokens: Number(facts.match(/(\d+) tokens/)[1]), text: await first.getByTestId('example-text').innerText() };
+}
 
 /** Generates with both columns and returns [base, adapter] answers and prompt sizes. */
 async function ask(page, prompt) {
@@ -121,7 +140,51 @@ test('calibration, probes, quiz, conversations, model from disk, merged exports 
   }
   await page.getByTestId('course-files').setInputFiles(COURSE);
   await page.getByTestId('course-summary').waitFor({ timeout: 60_000 });
-  await until(page, 'the course report', async (p) => (await p.getByTestId('course-busy').count()) === 0, 60_000);
+  await idle(page);
+  lap('course');
+
+  // 2. The prepared examples, a page at a time, exactly as the model sees them.
+  const prepared = await counts(page);
+  assert.match(await text(page, 'examples-range'), new RegExp(`^Examples 1–10 of ${prepared.examples}$`));
+  assert.match(await text(page, 'course-preview'), /⟦/, 'the trained spans are marked');
+  await page.getByTestId('examples-next').click();
+  await until(page, 'page 2', async (p) => /^Examples 11–/.test(await text(p, 'examples-range')), 10_000);
+  await page.getByTestId('examples-previous').click();
+  await until(page, 'page 1', async (p) => /^Examples 1–/.test(await text(p, 'examples-range')), 10_000);
+
+  // Delete the first example: out of the counts, offered back.
+  const doomed = await firstExample(page);
+  await page.getByRole('button', { name: /^Delete example 1 \(water-cycle-handout\.pdf/ }).click();
+  await idle(page);
+  const afterDelete = await counts(page);
+  assert.deepEqual(afterDelete, { examples: prepared.examples - 1, tokens: prepared.tokens - doomed.tokens });
+  assert.equal(await page.getByTestId('deleted-example').count(), 1);
+  const next = await firstExample(page);
+  assert.notEqual(next.text, doomed.text, 'the list moved up');
+
+  // An empty text is refused, with the reason.
+  await page.getByTestId('example-edit').first().click();
+  await page.getByTestId('example-field').fill('');
+  await page.getByTestId('example-save').click();
+  assert.match(await text(page, 'example-error'), /^The text is empty: write it, or delete the example instead\.$/);
+  await page.getByTestId('example-cancel').click();
+
+  // Edit the next one with the keyboard: Edit, the text area takes the focus, Save.
+  const NEW_BODY = 'Clouds are tiny drops.';
+  await page.getByRole('button', { name: /^Edit example 1 \(/ }).focus();
+  await page.keyboard.press('Enter');
+  await until(page, 'the editor', async (p) => p.evaluate(() => document.activeElement?.dataset.testid === 'example-field'), 5_000);
+  await page.keyboard.press('Control+A');
+  await page.keyboard.type(NEW_BODY);
+  await page.keyboard.press('Tab');
+  await page.keyboard.press('Enter');
+  await idle(page);
+  const edited = await firstExample(page);
+  assert.ok(edited.text.endsWith(`⟦${NEW_BODY}⟧`), `the edit as the model sees it: ${edited.text}`);
+  assert.match(edited.facts, /edited by you/);
+  assert.deepEqual(await counts(page), { examples: afterDelete.examples, tokens: afterDelete.tokens - next.tokens + edited.tokens });
+  assert.equal(await text(page, 'course-edits'), 'Your changes: 1 example(s) edited, 1 deleted.');
+  lap('examples browsed, deleted and edited');
 
   // 3. Train: the estimate comes from a timed example before the first step.
   await page.getByTestId('train-start').click();
@@ -237,6 +300,17 @@ test('calibration, probes, quiz, conversations, model from disk, merged exports 
   const refusal = await text(page, 'import-error');
   t.diagnostic(`refused: ${refusal}`);
   assert.match(refusal, /cannot continue here: .*training data differs/);
+
+  // The first run, saved with its edited examples, comes back after a reload: its
+  // checkpoint's data digest matches the course as edited.
+  await page.reload();
+  await page.getByTestId('saved-run-offer').waitFor({ timeout: 90_000 });
+  await page.getByTestId('saved-resume').click();
+  await until(page, 'the saved run back', async (p) => (await status(p)).startsWith(`Done: ${STEPS} steps`), 120_000);
+  await assertAbsent(page, 'storage-error');
+  assert.equal(await text(page, 'course-edits'), 'Your changes: 1 example(s) edited, 1 deleted.');
+  assert.ok((await firstExample(page)).text.endsWith(`⟦${NEW_BODY}⟧`));
+  lap('saved run with its edits');
 
   await assertAbsent(page, 'engine-error');
   assert.deepEqual(offOrigin(log.requests, server.origin), [], 'requests that left the origin');

@@ -1,12 +1,14 @@
 //! Step 2, course material: files in (picker, drag and drop, or the bundled sample
 //! course), read by the worker's data pipeline; per-file status, counts, personal
-//! data, and a preview of examples exactly as the model will see them.
+//! data, and every prepared example exactly as the model will see it, to edit or
+//! delete (`examples`).
 
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{File, FileList, HtmlInputElement};
 
+use super::examples::{self, ExamplesState};
 use super::AppState;
 use crate::protocol::{CourseFile, CourseReport, DataSettings, FileReport, FromWorker, Role, ToWorker};
 
@@ -25,6 +27,8 @@ pub struct CourseState {
     pub error: RwSignal<Option<String>>,
     pub role: RwSignal<Role>,
     pub redact: RwSignal<bool>,
+    /// The prepared examples the teacher browses and edits.
+    pub examples: ExamplesState,
 }
 
 impl CourseState {
@@ -36,6 +40,7 @@ impl CourseState {
             error: RwSignal::new(None),
             role: RwSignal::new(Role::TeachingAssistant),
             redact: RwSignal::new(true),
+            examples: ExamplesState::new(),
         }
     }
 
@@ -66,6 +71,9 @@ impl CourseState {
     }
 
     pub fn on_reply(&self, reply: &FromWorker) -> bool {
+        if self.examples.on_reply(reply) {
+            return true;
+        }
         match reply {
             FromWorker::Course(report) => {
                 self.report.set(Some(report.clone()));
@@ -77,6 +85,10 @@ impl CourseState {
             {
                 self.error.set(Some(message.clone()));
                 self.busy.set(false);
+            }
+            // (Shown by the examples, beside the editor.)
+            FromWorker::Error { request, .. } if matches!(request.as_str(), "change_example" | "course_examples") => {
+                self.busy.set(false)
             }
             _ => return false,
         }
@@ -166,6 +178,8 @@ pub fn section(app: AppState) -> impl IntoView {
     let course = app.course;
     let over = RwSignal::new(false);
     let disabled = move || !app.model.loaded() || course.busy.get() || app.train.active();
+    // The examples' part stays put while reports come and go (an open editor keeps focus).
+    let prepared = Memo::new(move |_| course.report.with(Option::is_some));
     let on_pick = move |ev: leptos::ev::Event| {
         let input: HtmlInputElement = event_target(&ev);
         course.add(app, input.files());
@@ -228,6 +242,7 @@ pub fn section(app: AppState) -> impl IntoView {
             </div>
             {move || files_view(app, course.names.get(), course.report.get())}
             {move || course.report.get().map(report_view)}
+            {move || prepared.get().then(|| examples::section(app))}
         </section>
     }
 }
@@ -328,11 +343,6 @@ fn report_view(r: CourseReport) -> impl IntoView {
             {(r.duplicates_removed > 0).then(|| format!(" {} duplicate(s) removed.", r.duplicates_removed))}
         </p>
         {pii}
-        <details class="preview" open>
-            <summary>"Preview: the first examples exactly as the model sees them"</summary>
-            <p class="detail">"Text between ⟦ and ⟧ is what the model learns to write; the rest is context."</p>
-            <pre class="output preview-text" data-testid="course-preview" tabindex="0">{r.preview}</pre>
-        </details>
     }
 }
 

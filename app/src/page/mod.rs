@@ -7,6 +7,7 @@
 
 mod chat;
 mod course;
+mod examples;
 mod export;
 mod import;
 mod model;

@@ -16,6 +16,7 @@
 //! [`ToWorker::LoseDevice`] for the one that loses the GPU mid-training
 //! (`tests/e2e/persist.test.mjs`); the page never sends them.
 
+mod examples;
 mod files;
 mod persist;
 mod probe;
@@ -24,9 +25,15 @@ mod train;
 mod tests;
 #[cfg(test)]
 mod tests_files;
+#[cfg(test)]
+mod tests_examples;
 
 use serde::{Deserialize, Serialize};
 
+pub use examples::{
+    ChatMessage, DeletedExample, ExampleChange, ExampleContent, ExampleEdit, ExampleId, ExamplePage, ExampleView,
+    Speaker, EXAMPLES_PER_PAGE,
+};
 pub use persist::SavedRun;
 pub use files::{ImportFile, ImportedAdapter, ImportedCheckpoint, Turn};
 pub use probe::{Calibration, ProbeAnswer, ProbeReport, Question, QuizItem, QuizReport};
@@ -59,6 +66,11 @@ pub enum ToWorker {
     RemoveCourseFile { name: String, data: DataSettings },
     /// Prepare the course again with other settings (role, redaction, length).
     PrepareCourse { data: DataSettings },
+    /// Page `page` of the prepared examples: [`FromWorker::CourseExamples`].
+    CourseExamples { page: u32 },
+    /// Edit, delete, restore or revert one prepared example and prepare the course
+    /// again with `data`; answered with [`FromWorker::Course`].
+    ChangeExample { id: ExampleId, change: ExampleChange, data: DataSettings },
     /// Train a new adapter from scratch on the course: [`FromWorker::Training`] as it
     /// moves through its phases and one [`FromWorker::Progress`] per step.
     StartTraining { data: DataSettings, train: TrainSettings },
@@ -161,8 +173,11 @@ pub enum FromWorker {
     Done { id: u32, tokens: u32, prompt_tokens: u32, tokens_per_second: f32, seconds: f32, stop: StopReason },
     /// Answer to [`ToWorker::Logits`]: `logits` is [ids × vocab], row-major.
     Logits { vocab: u32, logits: Vec<f32> },
-    /// The course as prepared for training: per-file status, counts, a preview.
+    /// The course as prepared for training: per-file status, counts, the page of
+    /// examples the teacher looks at.
     Course(CourseReport),
+    /// A page of the prepared examples.
+    CourseExamples(ExamplePage),
     /// The training run changed phase.
     Training(TrainingPlan),
     /// One optimizer step of the running training.
@@ -289,6 +304,8 @@ impl ToWorker {
             ToWorker::AddCourseFiles { .. } => "add_course_files",
             ToWorker::RemoveCourseFile { .. } => "remove_course_file",
             ToWorker::PrepareCourse { .. } => "prepare_course",
+            ToWorker::CourseExamples { .. } => "course_examples",
+            ToWorker::ChangeExample { .. } => "change_example",
             ToWorker::StartTraining { .. } => "start_training",
             ToWorker::PauseTraining => "pause_training",
             ToWorker::ResumeTraining => "resume_training",

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::examples::ExampleEdit;
 use super::train::{DataSettings, TrainPhase, TrainSettings};
 use super::ModelSource;
 
@@ -20,6 +21,9 @@ pub struct SavedRun {
     pub train: TrainSettings,
     /// The course files, in the order they were added (their bytes are in OPFS too).
     pub files: Vec<String>,
+    /// The teacher's changes to the prepared examples, which the run trains on.
+    #[serde(default)]
+    pub edits: Vec<ExampleEdit>,
     /// The phase the run was in when saved: an active one resumes training, a paused
     /// one comes back paused, a finished or cancelled one just brings its adapter back.
     pub phase: TrainPhase,
@@ -77,6 +81,13 @@ mod tests {
             },
             train: TrainPreset::Quick.settings(true, 2048),
             files: vec!["notes.md".into(), "quiz.csv".into()],
+            edits: vec![ExampleEdit {
+                id: super::super::ExampleId { source: "quiz.csv".into(), location: "line 4".into(), window: String::new() },
+                deleted: true,
+                messages: Vec::new(),
+                body: None,
+                label: "quiz.csv, line 4: Why?".into(),
+            }],
             phase,
             step,
             total_steps: 30,
@@ -123,6 +134,14 @@ mod tests {
             back.attach(Vec::new()).unwrap();
             assert_eq!(back, reply);
         }
+    }
+
+    #[test]
+    fn a_run_saved_before_edits_existed_has_none() {
+        let mut json = serde_json::to_value(saved(TrainPhase::Paused, 3)).unwrap();
+        json.as_object_mut().unwrap().remove("edits");
+        let run: SavedRun = serde_json::from_value(json).unwrap();
+        assert!(run.edits.is_empty());
     }
 
     #[test]

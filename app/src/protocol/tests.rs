@@ -156,7 +156,10 @@ fn training_replies_round_trip_with_payloads() {
         personal_data: 1,
         redacted: false,
         unredacted_personal_data: true,
-        preview: "⟦answer⟧".into(),
+        page: ExamplePage::default(),
+        edited: 0,
+        deleted: Vec::new(),
+        unused_edits: 0,
     };
     let replies = [
         FromWorker::Course(course),

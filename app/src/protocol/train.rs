@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::examples::{DeletedExample, ExamplePage};
+
 /// LoRA targets by their short names, in the engine's canonical order.
 pub const TARGETS: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
 
@@ -108,8 +110,15 @@ pub struct CourseReport {
     pub redacted: bool,
     /// Personal data was found and kept: the adapter may memorize it.
     pub unredacted_personal_data: bool,
-    /// The first examples exactly as the model sees them; trained spans inside ⟦ ⟧.
-    pub preview: String,
+    /// The page of examples the teacher looks at, exactly as the model sees them.
+    pub page: ExamplePage,
+    /// Examples the teacher changed (and the changes apply to).
+    pub edited: u32,
+    /// Examples the teacher deleted, to restore.
+    pub deleted: Vec<DeletedExample>,
+    /// Changes to examples these settings do not make (text windows of another
+    /// length): they apply again with the settings they were made with.
+    pub unused_edits: u32,
 }
 
 /// The three ways to train, sized for the device by [`TrainPreset::settings`].

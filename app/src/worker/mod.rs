@@ -12,6 +12,7 @@
 mod cache;
 mod calibrate;
 mod course;
+mod examples;
 mod export;
 mod import;
 mod merged;
@@ -206,6 +207,15 @@ impl EngineWorker {
                 self.report_course(name, &data);
             }
             ToWorker::PrepareCourse { data } => self.report_course(name, &data),
+            ToWorker::CourseExamples { page } => match self.course_examples(page) {
+                Ok(page) => self.post(&FromWorker::CourseExamples(page)),
+                Err(message) => self.post_error(name, message),
+            },
+            ToWorker::ChangeExample { id, change, data } => {
+                if let Err(message) = self.change_example(&id, &change, &data) {
+                    self.post_error(name, message);
+                }
+            }
             ToWorker::StartTraining { data, train } => {
                 if let Err(message) = self.start_training(&data, &train).await {
                     self.post_error(name, message);
@@ -251,19 +261,6 @@ impl EngineWorker {
                     gpu.device().destroy();
                 }
             }
-        }
-    }
-
-    /// Prepares the course with `data` and posts its report (or why it could not).
-    fn report_course(&self, request: &str, data: &crate::protocol::DataSettings) {
-        let Some(loaded) = self.model.borrow().clone() else {
-            self.post_error(request, "load a model first: its tokenizer prepares the course".into());
-            return;
-        };
-        let course = self.course.borrow();
-        match course::prepare(&course, &loaded.tokenizer, &loaded.template, data, 0) {
-            Ok(prepared) => self.post(&FromWorker::Course(prepared.report)),
-            Err(message) => self.post_error(request, message),
         }
     }
 

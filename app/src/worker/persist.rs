@@ -94,6 +94,7 @@ impl EngineWorker {
     /// device before the first step. A failure is reported and the run goes on unsaved.
     pub(super) async fn save_run_start(&self, loaded: &Loaded, data: &DataSettings) {
         let files = self.course.borrow().files().to_vec();
+        let edits = self.course.borrow().edits().to_vec();
         let run = async {
             store::remove(RUN_DIR).await?;
             let model = cache::keep(&loaded.source, loaded.file.blob()).await?;
@@ -111,6 +112,7 @@ impl EngineWorker {
                     data: data.clone(),
                     train: s.settings.clone(),
                     files: files.iter().map(|(name, _)| name.clone()).collect(),
+                    edits,
                     phase: s.phase,
                     step: 0,
                     total_steps: s.total_steps as u32,
@@ -275,6 +277,7 @@ impl EngineWorker {
                     .ok_or("the model did not load")?
             }
         };
+        course.restore_edits(run.edits.clone());
         *self.course.borrow_mut() = course;
         self.detach_adapter(&loaded)?;
         let mut session = self.new_session(&loaded, &run.data, &run.train)?;

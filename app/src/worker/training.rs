@@ -185,6 +185,7 @@ impl EngineWorker {
     /// A run on the course as `data` prepares it (its report posted), before any step.
     pub(super) fn new_session(&self, loaded: &Loaded, data: &DataSettings, settings: &TrainSettings) -> Result<Session, String> {
         let prepared = course::prepare(&self.course.borrow(), &loaded.tokenizer, &loaded.template, data, settings.seed)?;
+        self.course.borrow_mut().keep(prepared.listed);
         self.post(&FromWorker::Course(prepared.report));
         *self.questions.borrow_mut() = prepared.questions;
         let dataset = prepared.dataset;
