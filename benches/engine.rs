@@ -1,7 +1,9 @@
 //! SmolLM2-135M prefill and decode speed on our kernels, next to llama.cpp on the CPU
 //! (llama-cpp-python) measured in the same run, plus cold start and GPU memory.
 //!
-//! `cargo bench --bench engine` (model from CLASSTUNE_MODEL or the setup cache).
+//! `cargo bench --bench engine` (model from CLASSTUNE_MODEL or the setup cache);
+//! ENGINE_PROFILE=1 adds a prefill and 32 decode steps timed kernel by kernel
+//! (gpu::Profile).
 
 use std::path::Path;
 use std::process::Command;
@@ -114,6 +116,15 @@ async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
             decode / ld
         ),
         None => println!("llama.cpp CPU peer unavailable (pip install llama-cpp-python; see docs/benchmarks.md)"),
+    }
+    if std::env::var_os("ENGINE_PROFILE").is_some() {
+        generator.reset();
+        let budget = GenerateOptions { max_tokens: 32, ..options.clone() };
+        gpu.start_profile();
+        generator.generate(&gpu, &prompt[..16], &budget, |_| true).await?;
+        if let Some(profile) = gpu.take_profile() {
+            println!("a 16-token prefill and 32 decode steps, kernel by kernel:\n{}", profile.table(12));
+        }
     }
     Ok(())
 }

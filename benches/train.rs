@@ -4,7 +4,8 @@
 //! benches/burn-peer is built, and numpy's sgemm as the ceiling.
 //!
 //! `cargo bench --bench train`; TRAIN_SEQ (256), TRAIN_BATCH (4), TRAIN_STEPS (3),
-//! TRAIN_RECOMPUTE (0) change the configuration; CLASSTUNE_MODEL the model.
+//! TRAIN_RECOMPUTE (0) change the configuration; CLASSTUNE_MODEL the model;
+//! TRAIN_PROFILE=1 adds one more step timed kernel by kernel (gpu::Profile).
 
 use std::process::Command;
 use std::time::Instant;
@@ -141,6 +142,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         rates.push((seq * batch) as f64 / t.elapsed().as_secs_f64());
     }
     let ours = median(rates);
+    if env("TRAIN_PROFILE", 0) != 0 {
+        gpu.start_profile();
+        trainer.step(&gpu, &seqs).await?;
+        if let Some(profile) = gpu.take_profile() {
+            println!("one step, kernel by kernel:\n{}", profile.table(15));
+        }
+    }
     let t = Instant::now();
     trainer.evaluate(&gpu, &seqs).await?;
     let forward = (seq * batch) as f64 / t.elapsed().as_secs_f64();

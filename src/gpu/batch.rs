@@ -163,6 +163,8 @@ impl<'g> Batch<'g> {
         self.gpu.queue().write_buffer(&uniforms, 0, &padded);
         let mut encoder = device.create_command_encoder(&Default::default());
         let mut pass: Option<wgpu::ComputePass<'static>> = None;
+        #[cfg(not(target_arch = "wasm32"))]
+        let profiling = self.gpu.profiling();
         for op in &self.ops {
             match op {
                 Op::Dispatch { pipeline, params, bindings, groups } => {
@@ -189,12 +191,23 @@ impl<'g> Batch<'g> {
                         layout: &pipeline.layout,
                         entries: &entries,
                     });
-                    let pass = pass.get_or_insert_with(|| {
+                    let open = pass.get_or_insert_with(|| {
                         encoder.begin_compute_pass(&Default::default()).forget_lifetime()
                     });
-                    pass.set_pipeline(&pipeline.raw);
-                    pass.set_bind_group(0, &group, &[]);
-                    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                    open.set_pipeline(&pipeline.raw);
+                    open.set_bind_group(0, &group, &[]);
+                    open.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                    #[cfg(not(target_arch = "wasm32"))]
+                    if profiling {
+                        drop(pass.take());
+                        let done = std::mem::replace(&mut encoder, device.create_command_encoder(&Default::default()));
+                        let start = std::time::Instant::now();
+                        self.gpu.queue().submit([done.finish()]);
+                        device
+                            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+                            .map_err(|e| GpuError::Validation(e.to_string()))?;
+                        self.gpu.record_dispatch(pipeline.name(), start.elapsed());
+                    }
                 }
                 Op::Copy { src, src_offset, dst, dst_offset, size } => {
                     drop(pass.take());

@@ -7,6 +7,7 @@ use wgpu::util::DeviceExt;
 
 use super::buffer::{Buffer, MemoryStats, Pool};
 use super::pipeline::{Kernel, Pipeline};
+use super::profile::Profile;
 use super::{Batch, GpuError};
 
 /// What to ask the adapter for.
@@ -42,6 +43,8 @@ pub struct Gpu {
     /// Why the device is gone (driver reset, `destroy()`), once it is: nothing on it can
     /// be used again, whatever error came first.
     lost: Arc<Mutex<Option<String>>>,
+    /// Per-kernel times while profiling (native only, see profile.rs).
+    profile: Mutex<Option<Profile>>,
 }
 
 impl Gpu {
@@ -130,6 +133,7 @@ impl Gpu {
             pool: Arc::new(Pool::default()),
             fault,
             lost,
+            profile: Mutex::new(None),
         })
     }
 
@@ -384,6 +388,34 @@ impl Gpu {
     pub async fn read_u32_prefix(&self, buffer: &Buffer, count: usize) -> Result<Vec<u32>, GpuError> {
         let bytes = self.read(buffer, 0, 4 * count as u64).await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Starts timing every dispatch on its own (see [`Profile`]); natively only, since
+    /// it waits for each dispatch.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn start_profile(&self) {
+        if let Ok(mut p) = self.profile.lock() {
+            *p = Some(Profile::default());
+        }
+    }
+
+    /// Stops profiling and returns what was measured since [`Gpu::start_profile`].
+    pub fn take_profile(&self) -> Option<Profile> {
+        self.profile.lock().ok().and_then(|mut p| p.take())
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(super) fn profiling(&self) -> bool {
+        self.profile.lock().map(|p| p.is_some()).unwrap_or(false)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(super) fn record_dispatch(&self, name: &str, time: std::time::Duration) {
+        if let Ok(mut guard) = self.profile.lock() {
+            if let Some(p) = guard.as_mut() {
+                p.record(name, time);
+            }
+        }
     }
 
     /// Waits until the device has finished all submitted work (natively); in the browser

@@ -8,11 +8,13 @@ pub mod batch;
 mod buffer;
 mod context;
 mod pipeline;
+mod profile;
 
 pub use batch::{Batch, Binding};
 pub use buffer::{Buffer, MemoryStats};
 pub use context::{Gpu, GpuOptions};
 pub use pipeline::{Kernel, Pipeline};
+pub use profile::{KernelTime, Profile};
 
 /// Errors of the GPU runtime. Each names the buffer, shader or request involved.
 #[derive(Debug, thiserror::Error)]
