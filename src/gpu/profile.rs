@@ -23,6 +23,7 @@ pub struct Profile {
 }
 
 impl Profile {
+    #[cfg(not(target_arch = "wasm32"))]
     pub(super) fn record(&mut self, name: &str, time: Duration) {
         let entry = self.kernels.entry(name.to_string()).or_default();
         entry.0 += time;
