@@ -1,6 +1,8 @@
 // Debian's Chromium through playwright-core, with software WebGPU (SwiftShader) and
 // nothing that phones home on its own.
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
@@ -75,4 +77,38 @@ export async function download(page, format) {
   const bytes = readFileSync(await file.path());
   await page.getByTestId(`download-${format}`).waitFor();
   return { name: file.suggestedFilename(), bytes };
+}
+
+/**
+ * The folder for screenshots of the app's steps (docs/screenshots), from
+ * CLASSTUNE_SCREENSHOTS: a relative path is taken from the repository root. Unset: none
+ * are taken.
+ */
+export const SHOTS = process.env.CLASSTUNE_SCREENSHOTS
+  ? path.resolve(path.join(path.dirname(fileURLToPath(import.meta.url)), '../..'), process.env.CLASSTUNE_SCREENSHOTS)
+  : undefined;
+
+/**
+ * When SHOTS is set, saves a screenshot of the element `selector` (a step's section) as
+ * SHOTS/`name`, with `margin` pixels of the page around it; with `fromTop`, of the page's
+ * column from its top down to the bottom of that element instead (the header, the device
+ * check and what follows). Does nothing otherwise.
+ */
+export async function shoot(page, selector, name, { fromTop = false, margin = 0 } = {}) {
+  if (!SHOTS) return;
+  mkdirSync(SHOTS, { recursive: true });
+  const file = path.join(SHOTS, name);
+  if (!fromTop && !margin) {
+    await page.locator(selector).screenshot({ path: file });
+    return;
+  }
+  // Page coordinates: from the top, so that the element's box is where the page is.
+  await page.evaluate(() => window.scrollTo(0, 0));
+  const box = await page.locator(selector).boundingBox();
+  const column = await page.locator('body').boundingBox();
+  const clip = fromTop
+    ? { x: column.x, y: 0, width: column.width, height: box.y + box.height + 16 }
+    : { x: box.x - margin, y: box.y - margin, width: box.width + 2 * margin, height: box.height + 2 * margin };
+  for (const k of Object.keys(clip)) clip[k] = Math.round(clip[k]);
+  await page.screenshot({ path: file, fullPage: true, clip });
 }

@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { assertAbsent, download, launch, offOrigin, record } from './browser.mjs';
+import { assertAbsent, download, launch, offOrigin, record, shoot } from './browser.mjs';
 import { serveDist } from './serve.mjs';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -105,7 +105,7 @@ test('calibration, probes, quiz, conversations, model from disk, merged exports 
     timings.push(`${what} ${((Date.now() - mark) / 1000).toFixed(1)} s`);
     mark = Date.now();
   };
-  const context = await browser.newContext({ acceptDownloads: true });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
   const page = await context.newPage();
   const log = record(context, page);
   await page.goto(`${server.origin}/`);
@@ -229,6 +229,7 @@ test('calibration, probes, quiz, conversations, model from disk, merged exports 
   t.diagnostic(`quiz: ${items} questions; ${losses}`);
   const [, baseLoss, adapterLoss] = losses.match(/base model ([\d.]+) · adapter ([\d.]+)/) ?? [];
   assert.ok(Number(adapterLoss) < Number(baseLoss), losses);
+  await shoot(page, '#try .quiz', 'quiz.png', { margin: 20 });
   lap('quiz');
 
   // 4. A conversation per column: the second turn carries the first.
@@ -271,6 +272,7 @@ test('calibration, probes, quiz, conversations, model from disk, merged exports 
     assert.equal(again.adapter, trained.adapter, `${file.name} answers differently`);
     assert.equal(again.base, trained.base);
   }
+  await shoot(page, '#export', 'import.png');
   lap('adapter imports');
 
   // The mid-run checkpoint: taken up paused at its step, then trained to the end.

@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { launch, offOrigin, record } from './browser.mjs';
+import { launch, offOrigin, record, shoot } from './browser.mjs';
 import { serveDist } from './serve.mjs';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -157,6 +157,7 @@ test('a run survives a reload offline and a lost GPU, and ends as an uninterrupt
   const [, savedAt, total] = (await offer.innerText()).match(/^Saved run: step (\d+) of (\d+), .+\./) ?? [];
   assert.equal(Number(total), STEPS, await offer.innerText());
   assert.ok(Number(savedAt) >= 1, await offer.innerText());
+  await shoot(page, '#saved-run', 'saved-run.png', { fromTop: true });
   await page.getByTestId('saved-resume').click();
   await until(page, 'the resumed run to end', async (p) => /^Done/.test(await status(p)), TRAIN_MS);
   const resumed = await shownLosses(page);

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inflateRawSync } from 'node:zlib';
 
-import { download, launch, offOrigin, record } from './browser.mjs';
+import { download, launch, offOrigin, record, shoot } from './browser.mjs';
 import { serveDist } from './serve.mjs';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -36,8 +36,6 @@ const TRIP_NOTE =
 // Browser (SwiftShader) vs native (lavapipe) training loss per step, as the page
 // prints it (3 decimals).
 const NATIVE_TOLERANCE = 0.01;
-// A folder for screenshots of the steps at 1280×800 (docs/screenshots); none if unset.
-const SHOTS = process.env.CLASSTUNE_SCREENSHOTS;
 const MODEL_MS = 300_000;
 const TRAIN_MS = 480_000;
 
@@ -83,11 +81,6 @@ async function trainPoints(page) {
 /** Steps done, from the progress bar. */
 async function stepsDone(page) {
   return Number((await page.getByTestId('train-progress').getAttribute('value')) ?? 0);
-}
-
-/** A screenshot of one section, when SHOTS is set. */
-async function shoot(page, section, name) {
-  if (SHOTS) await page.locator(section).screenshot({ path: path.join(SHOTS, name) });
 }
 
 /** Waits until `predicate(page)` holds, polling. */
