@@ -1,7 +1,7 @@
 // The teacher's tools around a run, on the tiny test model (fixtures/tiny): the
 // software-adapter warning, a GGUF model picked from disk (read where it is, never
 // fetched), the prepared examples browsed, one deleted and one edited (with the
-// keyboard) before training on them, the calibrated duration shown before the first step, probe answers while
+// keyboard) and the teacher's own system prompt set before training on them, the calibrated duration shown before the first step, probe answers while
 // training, the quiz of held-out questions (base, adapter, reference, validation
 // losses), a multi-turn conversation per column, merged GGUF exports (F16 and Q8_0)
 // parsed, an exported adapter imported back (PEFT zip and llama.cpp GGUF) answering
@@ -25,6 +25,7 @@ const COURSE = ['water-cycle-handout.pdf', 'water-cycle-notes.md', 'water-cycle-
   path.join(ROOT, 'sample-course', f),
 );
 const STEPS = 6;
+const OWN_PROMPT = 'You help pupils of year 7 with the water cycle. Answer in two sentences.';
 const SETTINGS = { 'seq-len': '64', lr: '0.005', 'max-steps': String(STEPS), batch: '2', rank: '4', alpha: '8' };
 const TRAIN_MS = 300_000;
 
@@ -186,6 +187,16 @@ test('calibration, probes, quiz, conversations, model from disk, merged exports 
   assert.equal(await text(page, 'course-edits'), 'Your changes: 1 example(s) edited, 1 deleted.');
   lap('examples browsed, deleted and edited');
 
+  // The system prompt: the role's is shown; the teacher's own replaces it, and the
+  // saved run keeps it (checked after the reload below).
+  const rolePrompt = await page.getByTestId('system-prompt').inputValue();
+  assert.ok(rolePrompt.length > 20, `the role's prompt: ${rolePrompt}`);
+  await page.getByTestId('system-prompt').fill(OWN_PROMPT);
+  await page.getByTestId('system-prompt').press('Tab');
+  await page.getByTestId('system-prompt-reset').waitFor({ timeout: 10_000 });
+  await idle(page);
+  await until(page, 'the own prompt', async (p) => (await p.getByTestId('system-prompt').inputValue()) === OWN_PROMPT, 30_000);
+
   // 3. Train: the estimate comes from a timed example before the first step.
   await page.getByTestId('train-start').click();
   await page.getByTestId('train-eta').waitFor({ timeout: TRAIN_MS });
@@ -312,6 +323,7 @@ test('calibration, probes, quiz, conversations, model from disk, merged exports 
   await assertAbsent(page, 'storage-error');
   assert.equal(await text(page, 'course-edits'), 'Your changes: 1 example(s) edited, 1 deleted.');
   assert.ok((await firstExample(page)).text.endsWith(`⟦${NEW_BODY}⟧`));
+  assert.equal(await page.getByTestId('system-prompt').inputValue(), OWN_PROMPT, 'the saved run keeps its system prompt');
   lap('saved run with its edits');
 
   await assertAbsent(page, 'engine-error');

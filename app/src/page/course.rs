@@ -26,6 +26,8 @@ pub struct CourseState {
     pub busy: RwSignal<bool>,
     pub error: RwSignal<Option<String>>,
     pub role: RwSignal<Role>,
+    /// The teacher's own system prompt; None: the role's.
+    pub system_prompt: RwSignal<Option<String>>,
     pub redact: RwSignal<bool>,
     /// The prepared examples the teacher browses and edits.
     pub examples: ExamplesState,
@@ -39,6 +41,7 @@ impl CourseState {
             busy: RwSignal::new(false),
             error: RwSignal::new(None),
             role: RwSignal::new(Role::TeachingAssistant),
+            system_prompt: RwSignal::new(None),
             redact: RwSignal::new(true),
             examples: ExamplesState::new(),
         }
@@ -50,6 +53,7 @@ impl CourseState {
             role: self.role.get_untracked(),
             redact: self.redact.get_untracked(),
             seq_len: app.train.settings.get_untracked().seq_len,
+            system_prompt: self.system_prompt.get_untracked(),
         }
     }
 
@@ -194,9 +198,25 @@ pub fn section(app: AppState) -> impl IntoView {
     };
     let on_role = move |ev: leptos::ev::Event| {
         if let Some(role) = Role::from_name(&event_target_value(&ev)) {
+            // A role comes with its own system prompt.
             course.role.set(role);
+            course.system_prompt.set(None);
             course.refresh(app);
         }
+    };
+    let on_system = move |ev: leptos::ev::Event| {
+        let text = event_target_value(&ev);
+        let role_prompt = course.report.get_untracked().map(|r| r.system_prompt).filter(|_| course.system_prompt.get_untracked().is_none());
+        // Emptied, or left as the role has it: the role's prompt.
+        let own = Some(text.trim().to_string()).filter(|t| !t.is_empty() && Some(t.as_str()) != role_prompt.as_deref());
+        if own != course.system_prompt.get_untracked() {
+            course.system_prompt.set(own);
+            course.refresh(app);
+        }
+    };
+    let use_role_prompt = move |_| {
+        course.system_prompt.set(None);
+        course.refresh(app);
     };
     let on_redact = move |ev: leptos::ev::Event| {
         course.redact.set(event_target_checked(&ev));
@@ -236,6 +256,19 @@ pub fn section(app: AppState) -> impl IntoView {
                     " Replace personal data (emails, phone numbers, ID numbers) with placeholders"
                 </label>
             </div>
+            {move || course.report.get().map(|r| view! {
+                <div class="system-prompt">
+                    <label for="system-prompt">
+                        "System prompt: what the adapter is told before every question (the role's, or write your own)"
+                    </label>
+                    <textarea id="system-prompt" data-testid="system-prompt" rows="3" prop:value=r.system_prompt
+                        disabled=move || app.train.active() on:change=on_system></textarea>
+                    {move || course.system_prompt.get().is_some().then(|| view! {
+                        <button type="button" data-testid="system-prompt-reset" disabled=move || app.train.active()
+                            on:click=use_role_prompt>"Use the role's prompt"</button>
+                    })}
+                </div>
+            })}
             <div aria-live="polite">
                 {move || course.busy.get().then(|| view! { <p data-testid="course-busy">"Preparing the course…"</p> })}
                 {move || course.error.get().map(|e| view! { <p class="error" role="alert" data-testid="course-error">{e}</p> })}

@@ -53,6 +53,7 @@ impl SavedState {
                 app.train.val_losses.set(run.val_losses.clone());
                 app.train.progress.set(None);
                 app.course.role.set(run.data.role);
+                app.course.system_prompt.set(run.data.system_prompt.clone());
                 app.course.redact.set(run.data.redact);
                 app.course.names.set(run.files.clone());
                 self.last_save.set(Some((run.step, run.saved_at)));

@@ -78,6 +78,7 @@ mod tests {
                 role: Role::SocraticTutor,
                 redact: false,
                 seq_len: 64,
+                system_prompt: None,
             },
             train: TrainPreset::Quick.settings(true, 2048),
             files: vec!["notes.md".into(), "quiz.csv".into()],
@@ -142,6 +143,19 @@ mod tests {
         json.as_object_mut().unwrap().remove("edits");
         let run: SavedRun = serde_json::from_value(json).unwrap();
         assert!(run.edits.is_empty());
+    }
+
+    #[test]
+    fn a_run_keeps_its_system_prompt_and_older_runs_have_the_roles() {
+        let mut run = saved(TrainPhase::Paused, 3);
+        run.data.system_prompt = Some("Answer in two sentences.".into());
+        let json = serde_json::to_value(&run).unwrap();
+        let back: SavedRun = serde_json::from_value(json).unwrap();
+        assert_eq!(back.data.system_prompt.as_deref(), Some("Answer in two sentences."));
+        let older = serde_json::to_value(saved(TrainPhase::Paused, 3)).unwrap();
+        assert!(older["data"].get("system_prompt").is_none(), "None is left out of run.json");
+        let back: SavedRun = serde_json::from_value(older).unwrap();
+        assert_eq!(back.data.system_prompt, None);
     }
 
     #[test]

@@ -81,7 +81,7 @@ fn unknown_messages_are_errors() {
 }
 
 fn data() -> DataSettings {
-    DataSettings { role: Role::SocraticTutor, redact: false, seq_len: 64 }
+    DataSettings { role: Role::SocraticTutor, redact: false, seq_len: 64, system_prompt: Some("Ask one question at a time.".into()) }
 }
 
 #[test]

@@ -65,11 +65,15 @@ pub struct DataSettings {
     pub redact: bool,
     /// Tokens per example (the training's sequence length).
     pub seq_len: u32,
+    /// The teacher's own system prompt, in place of the role's; None keeps the role's.
+    /// (Absent from runs saved before it existed.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
 }
 
 impl Default for DataSettings {
     fn default() -> DataSettings {
-        DataSettings { role: Role::TeachingAssistant, redact: true, seq_len: 256 }
+        DataSettings { role: Role::TeachingAssistant, redact: true, seq_len: 256, system_prompt: None }
     }
 }
 

@@ -125,6 +125,7 @@ pub fn prepare(
     let options = DataOptions {
         seq_len: settings.seq_len as usize,
         preset: Some(preset),
+        system_prompt: settings.system_prompt.clone(),
         validation_fraction: VALIDATION_FRACTION,
         seed,
         redact: settings.redact,
