@@ -2,13 +2,10 @@
 // request stays on the app's origin, and browsers without WebGPU get a clear message.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-import { launch, offOrigin, record } from './browser.mjs';
+import { DIST, launch, offOrigin, record } from './browser.mjs';
 import { serveDist } from './serve.mjs';
 
-const DIST = process.env.CLASSTUNE_DIST ?? path.join(path.dirname(fileURLToPath(import.meta.url)), '../../dist');
 // SwiftShader compiles shaders on the CPU; the first report can take a while.
 const READY_MS = 90_000;
 

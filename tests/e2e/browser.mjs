@@ -2,9 +2,18 @@
 // nothing that phones home on its own.
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
+
+import { serveDist } from './serve.mjs';
+
+/** The repository's root. */
+export const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** The built app: dist/, or CLASSTUNE_DIST. */
+export const DIST = process.env.CLASSTUNE_DIST ?? path.join(ROOT, 'dist');
 
 export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
@@ -80,12 +89,30 @@ export async function download(page, format) {
 }
 
 /**
+ * For the tests of one file: serves the app (with `mounts`, as serveDist takes them)
+ * and launches one Chromium before them, closes both after them. Returns the object
+ * whose `server` and `browser` are set by then.
+ */
+export function appSession(mounts = {}) {
+  const app = { server: undefined, browser: undefined };
+  before(async () => {
+    app.server = await serveDist(DIST, mounts);
+    app.browser = await launch();
+  });
+  after(async () => {
+    await app.browser?.close();
+    await app.server?.close();
+  });
+  return app;
+}
+
+/**
  * The folder for screenshots of the app's steps (docs/screenshots), from
  * CLASSTUNE_SCREENSHOTS: a relative path is taken from the repository root. Unset: none
  * are taken.
  */
 export const SHOTS = process.env.CLASSTUNE_SCREENSHOTS
-  ? path.resolve(path.join(path.dirname(fileURLToPath(import.meta.url)), '../..'), process.env.CLASSTUNE_SCREENSHOTS)
+  ? path.resolve(ROOT, process.env.CLASSTUNE_SCREENSHOTS)
   : undefined;
 
 /**

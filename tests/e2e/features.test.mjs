@@ -9,17 +9,13 @@
 // refused once the course material changed, and the saved run brought back after a
 // reload with its edited examples (its data digest still matching). No request may
 // leave the origin.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-import { assertAbsent, download, launch, offOrigin, record, shoot } from './browser.mjs';
-import { serveDist } from './serve.mjs';
+import { appSession, assertAbsent, download, offOrigin, record, ROOT, shoot } from './browser.mjs';
 
-const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const DIST = process.env.CLASSTUNE_DIST ?? path.join(ROOT, 'dist');
 const MODEL = path.join(ROOT, 'fixtures/tiny/tiny-llama.gguf');
 const COURSE = ['water-cycle-handout.pdf', 'water-cycle-notes.md', 'water-cycle-qa.csv'].map((f) =>
   path.join(ROOT, 'sample-course', f),
@@ -29,16 +25,7 @@ const OWN_PROMPT = 'You help pupils of year 7 with the water cycle. Answer in tw
 const SETTINGS = { 'seq-len': '64', lr: '0.005', 'max-steps': String(STEPS), batch: '2', rank: '4', alpha: '8' };
 const TRAIN_MS = 300_000;
 
-let server;
-let browser;
-before(async () => {
-  server = await serveDist(DIST);
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const app = appSession();
 
 async function until(page, what, predicate, timeout) {
   const end = Date.now() + timeout;
@@ -106,10 +93,10 @@ test('calibration, probes, quiz, conversations, model from disk, merged exports 
     timings.push(`${what} ${((Date.now() - mark) / 1000).toFixed(1)} s`);
     mark = Date.now();
   };
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+  const context = await app.browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
   const page = await context.newPage();
   const log = record(context, page);
-  await page.goto(`${server.origin}/`);
+  await page.goto(`${app.server.origin}/`);
   await page.getByTestId('adapter-report').waitFor({ timeout: 90_000 });
 
   // The device: SwiftShader is named as the CPU, with the limits that matter.
@@ -327,7 +314,7 @@ test('calibration, probes, quiz, conversations, model from disk, merged exports 
   lap('saved run with its edits');
 
   await assertAbsent(page, 'engine-error');
-  assert.deepEqual(offOrigin(log.requests, server.origin), [], 'requests that left the origin');
+  assert.deepEqual(offOrigin(log.requests, app.server.origin), [], 'requests that left the origin');
   assert.deepEqual(log.errors, [], 'errors on the page');
   const line = `features on the tiny model: ${timings.join('; ')}`;
   t.diagnostic(line);

@@ -2,18 +2,14 @@
 // its logits equal the native CLI's within 1e-4, and the page loads a model and
 // streams a generation. The fixtures are served from the app's own origin under
 // /test-fixtures/, so the privacy check (nothing leaves the origin) still holds.
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-import { launch, offOrigin, record } from './browser.mjs';
-import { serveDist } from './serve.mjs';
+import { appSession, offOrigin, record, ROOT } from './browser.mjs';
 
-const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const DIST = process.env.CLASSTUNE_DIST ?? path.join(ROOT, 'dist');
 const FIXTURES = path.join(ROOT, 'fixtures/tiny');
 const CLI = path.join(ROOT, 'target/debug/classtune');
 const TINY = 'tiny-llama';
@@ -32,23 +28,14 @@ function classtune(...args) {
 
 const reference = JSON.parse(readFileSync(path.join(FIXTURES, `${TINY}.ref.json`), 'utf8'));
 
-let server;
-let browser;
-before(async () => {
-  server = await serveDist(DIST, { '/test-fixtures/': FIXTURES });
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const app = appSession({ '/test-fixtures/': FIXTURES });
 
 /** A page of the app with its GPU report shown, and its request log. */
 async function openApp() {
-  const context = await browser.newContext();
+  const context = await app.browser.newContext();
   const page = await context.newPage();
   const log = record(context, page);
-  await page.goto(`${server.origin}/`);
+  await page.goto(`${app.server.origin}/`);
   await page.getByTestId('adapter-report').waitFor({ timeout: 90_000 });
   return { context, page, log };
 }
@@ -101,7 +88,7 @@ describe('tiny model in the app worker', () => {
     console.log(summary);
     assert.ok(worst <= NATIVE_TOLERANCE, `${summary} at ${JSON.stringify(where)}`);
 
-    assert.deepEqual(offOrigin(log.requests, server.origin), [], 'requests that left the origin');
+    assert.deepEqual(offOrigin(log.requests, app.server.origin), [], 'requests that left the origin');
     assert.deepEqual(log.errors, [], 'errors on the page');
     await context.close();
   });
@@ -147,7 +134,7 @@ describe('tiny model in the app worker', () => {
     assert.ok(updates >= 2, `the output changed ${updates} times: expected streamed tokens`);
 
     assert.equal(await page.getByTestId('engine-error').count(), 0);
-    assert.deepEqual(offOrigin(log.requests, server.origin), [], 'requests that left the origin');
+    assert.deepEqual(offOrigin(log.requests, app.server.origin), [], 'requests that left the origin');
     assert.deepEqual(log.errors, [], 'errors on the page');
     await context.close();
   });

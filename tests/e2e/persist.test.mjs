@@ -5,19 +5,15 @@
 // recovers from its last save and ends with those same losses. The service worker
 // serves the app and the engine reads the model from OPFS, so after the first visit
 // no request reaches the server, and none ever leaves the origin.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-import { launch, offOrigin, record, shoot } from './browser.mjs';
-import { serveDist } from './serve.mjs';
+import { appSession, offOrigin, record, ROOT, shoot } from './browser.mjs';
 
-const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const DIST = process.env.CLASSTUNE_DIST ?? path.join(ROOT, 'dist');
 const FIXTURES = path.join(ROOT, 'fixtures/tiny');
 const CLI = path.join(ROOT, 'target/debug/classtune');
 // In the order `classtune train` reads them (sorted), so both see the same data.
@@ -32,16 +28,7 @@ const TOLERANCE = 0.01;
 const MODEL_MS = 300_000;
 const TRAIN_MS = 480_000;
 
-let server;
-let browser;
-before(async () => {
-  server = await serveDist(DIST, { '/test-fixtures/': FIXTURES });
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const app = appSession({ '/test-fixtures/': FIXTURES });
 
 /** The per-step training loss of the native `classtune train` on the course. */
 function nativeLosses() {
@@ -107,7 +94,7 @@ function engineWorker(page) {
 test('a run survives a reload offline and a lost GPU, and ends as an uninterrupted one', async (t) => {
   const native = nativeLosses();
   assert.equal(native.length, STEPS);
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const context = await app.browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   const log = record(context, page);
   await page.addInitScript(() => {
@@ -124,7 +111,7 @@ test('a run survives a reload offline and a lost GPU, and ends as an uninterrupt
 
   // First visit: the service worker installs, the model is fetched into OPFS.
   let started = Date.now();
-  await page.goto(`${server.origin}/`);
+  await page.goto(`${app.server.origin}/`);
   await page.getByTestId('adapter-report').waitFor({ timeout: 90_000 });
   await page.evaluate(() => navigator.serviceWorker.ready.then(() => true));
   await page.getByTestId('model-path').fill('test-fixtures/tiny-llama.gguf');
@@ -148,7 +135,7 @@ test('a run survives a reload offline and a lost GPU, and ends as an uninterrupt
 
   // Offline from here: the app comes from the service worker, the model from OPFS.
   await context.setOffline(true);
-  const hitsOnline = server.hits.length;
+  const hitsOnline = app.server.hits.length;
   started = Date.now();
   await page.reload();
   await page.getByTestId('adapter-report').waitFor({ timeout: 90_000 });
@@ -213,9 +200,9 @@ test('a run survives a reload offline and a lost GPU, and ends as an uninterrupt
   // Offline, nothing reached the server (but the browser's own update check of the
   // service worker script, which Playwright's offline mode lets through and which a
   // real network outage only makes fail); nothing ever left the origin.
-  const offlineHits = server.hits.slice(hitsOnline).filter((hit) => hit !== '/sw.js');
+  const offlineHits = app.server.hits.slice(hitsOnline).filter((hit) => hit !== '/sw.js');
   assert.deepEqual(offlineHits, [], 'requests that reached the server while offline');
-  assert.deepEqual(offOrigin(log.requests, server.origin), [], 'requests that left the origin');
+  assert.deepEqual(offOrigin(log.requests, app.server.origin), [], 'requests that left the origin');
   assert.equal(await page.getByTestId('engine-error').count(), 0, await text(page, 'engine-error'));
   assert.equal(await page.getByTestId('storage-error').count(), 0, await text(page, 'storage-error'));
   assert.deepEqual(log.errors, [], 'errors on the page');
@@ -223,15 +210,15 @@ test('a run survives a reload offline and a lost GPU, and ends as an uninterrupt
 });
 
 test('a full disk says how much space is needed and what to delete', async () => {
-  const context = await browser.newContext();
+  const context = await app.browser.newContext();
   const page = await context.newPage();
   const log = record(context, page);
   // 50 kB for the whole site: neither the app's files (for offline use) nor the
   // 99 kB model fit. (Chromium enforces the override but `navigator.storage.estimate()`
   // still reports the real quota, so the "left" part of the message is not checked.)
   const cdp = await context.newCDPSession(page);
-  await cdp.send('Storage.overrideQuotaForOrigin', { origin: server.origin, quotaSize: 50_000 });
-  await page.goto(`${server.origin}/`);
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin: app.server.origin, quotaSize: 50_000 });
+  await page.goto(`${app.server.origin}/`);
   await page.getByTestId('adapter-report').waitFor({ timeout: 90_000 });
   await page.getByTestId('model-path').fill('test-fixtures/tiny-llama.gguf');
   await page.getByTestId('load-model').click();
@@ -245,6 +232,6 @@ test('a full disk says how much space is needed and what to delete', async () =>
   assert.doesNotMatch(model, /ClassTune keeps here/, 'the model that failed to save is not listed as kept');
   const offline = messages.find((m) => m.includes('offline use'));
   assert.match(offline ?? '', /needs about [\d.]+ MB/, messages.join('\n'));
-  assert.deepEqual(offOrigin(log.requests, server.origin), [], 'requests that left the origin');
+  assert.deepEqual(offOrigin(log.requests, app.server.origin), [], 'requests that left the origin');
   await context.close();
 });

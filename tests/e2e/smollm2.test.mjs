@@ -4,15 +4,11 @@
 // checks the loss is finite and the progress shows. SwiftShader runs WebGPU on the
 // CPU, so this only proves the path works; it prints the load time, tokens/s and the
 // training's timings for orientation (real speed belongs to benchmarks).
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-import { assertAbsent, launch, offOrigin, record } from './browser.mjs';
-import { serveDist } from './serve.mjs';
+import { appSession, assertAbsent, offOrigin, record } from './browser.mjs';
 
-const DIST = process.env.CLASSTUNE_DIST ?? path.join(path.dirname(fileURLToPath(import.meta.url)), '../../dist');
 const MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const TOKENS = 8;
 // Generous: 98 MB to upload and every kernel compiled on the CPU first.
@@ -22,22 +18,13 @@ const GENERATE_MS = 480_000;
 const TRAIN_SETTINGS = { 'seq-len': '64', batch: '1', 'max-steps': '2', rank: '4', alpha: '8' };
 const TRAIN_MS = 900_000;
 
-let server;
-let browser;
-before(async () => {
-  server = await serveDist(DIST);
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const app = appSession();
 
 test('SmolLM2 loads in the page, generates greedily and trains two steps', async (t) => {
-  const context = await browser.newContext();
+  const context = await app.browser.newContext();
   const page = await context.newPage();
   const log = record(context, page);
-  await page.goto(`${server.origin}/`);
+  await page.goto(`${app.server.origin}/`);
   await page.getByTestId('adapter-report').waitFor({ timeout: 90_000 });
   assert.equal(await page.getByTestId('model-path').inputValue(), MODEL, 'the default model path');
 
@@ -117,7 +104,7 @@ test('SmolLM2 loads in the page, generates greedily and trains two steps', async
   assert.equal(await page.getByTestId('engine-error').count(), 0);
   const paths = log.requests.map((url) => new URL(url).pathname);
   assert.ok(paths.includes(`/${MODEL}`), `expected a request for /${MODEL}`);
-  assert.deepEqual(offOrigin(log.requests, server.origin), [], 'requests that left the origin');
+  assert.deepEqual(offOrigin(log.requests, app.server.origin), [], 'requests that left the origin');
   assert.deepEqual(log.errors, [], 'errors on the page');
   await context.close();
 });

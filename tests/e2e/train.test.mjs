@@ -6,20 +6,16 @@
 // file; then train briefly without redaction and check the memorization warning.
 // Every request is recorded and none may leave the origin; long tasks on the page's
 // main thread during training are measured and the worst is reported.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { inflateRawSync } from 'node:zlib';
 
-import { download, launch, offOrigin, record, shoot } from './browser.mjs';
-import { serveDist } from './serve.mjs';
+import { appSession, download, offOrigin, record, ROOT, shoot } from './browser.mjs';
 
-const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const DIST = process.env.CLASSTUNE_DIST ?? path.join(ROOT, 'dist');
 const FIXTURES = path.join(ROOT, 'fixtures/tiny');
 const CLI = path.join(ROOT, 'target/debug/classtune');
 // In the order `classtune train` reads the sample course (sorted), so both see the same data.
@@ -39,16 +35,7 @@ const NATIVE_TOLERANCE = 0.01;
 const MODEL_MS = 300_000;
 const TRAIN_MS = 480_000;
 
-let server;
-let browser;
-before(async () => {
-  server = await serveDist(DIST, { '/test-fixtures/': FIXTURES });
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const app = appSession({ '/test-fixtures/': FIXTURES });
 
 /**
  * The per-step training loss of the native `classtune train` with the test's settings
@@ -119,7 +106,7 @@ function unzip(bytes) {
 }
 
 test('a teacher trains, compares and exports an adapter, all on this device', async (t) => {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+  const context = await app.browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
   const page = await context.newPage();
   const log = record(context, page);
   await page.addInitScript(() => {
@@ -137,7 +124,7 @@ test('a teacher trains, compares and exports an adapter, all on this device', as
       console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`);
     });
   });
-  await page.goto(`${server.origin}/`);
+  await page.goto(`${app.server.origin}/`);
   await page.getByTestId('adapter-report').waitFor({ timeout: 90_000 });
 
   // 1. Model.
@@ -342,7 +329,7 @@ test('a teacher trains, compares and exports an adapter, all on this device', as
 
   // Nothing left the origin; nothing went wrong on the page.
   assert.equal(await page.getByTestId('engine-error').count(), 0);
-  assert.deepEqual(offOrigin(log.requests, server.origin), [], 'requests that left the origin');
+  assert.deepEqual(offOrigin(log.requests, app.server.origin), [], 'requests that left the origin');
   assert.deepEqual(log.errors, [], 'errors on the page');
   await context.close();
 });

@@ -4,28 +4,15 @@
 // the app from the service worker, so it asks the server for no model. Prints both
 // times (docs/benchmarks.md); SwiftShader makes the GPU part slow, so these are for
 // orientation, and the test asserts only the path, not a time.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-import { assertAbsent, launch, offOrigin, record } from './browser.mjs';
-import { serveDist } from './serve.mjs';
+import { appSession, assertAbsent, offOrigin, record } from './browser.mjs';
 
-const DIST = process.env.CLASSTUNE_DIST ?? path.join(path.dirname(fileURLToPath(import.meta.url)), '../../dist');
 const MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const READY_MS = 480_000;
 
-let server;
-let browser;
-before(async () => {
-  server = await serveDist(DIST);
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const app = appSession();
 
 /**
  * Seconds from navigation (or reload) to the model loaded and the course ready, and
@@ -51,18 +38,18 @@ async function readyToTrain(page, navigate) {
 }
 
 test('first visit and cached visit to ready-to-train (SmolLM2)', async (t) => {
-  const context = await browser.newContext();
+  const context = await app.browser.newContext();
   const page = await context.newPage();
   const log = record(context, page);
-  const first = await readyToTrain(page, () => page.goto(`${server.origin}/`));
-  const hitsBefore = server.hits.length;
+  const first = await readyToTrain(page, () => page.goto(`${app.server.origin}/`));
+  const hitsBefore = app.server.hits.length;
   const cached = await readyToTrain(page, () => page.reload());
-  const modelHits = server.hits.slice(hitsBefore).filter((hit) => hit.endsWith('.gguf'));
+  const modelHits = app.server.hits.slice(hitsBefore).filter((hit) => hit.endsWith('.gguf'));
   const summary = `ready to train with SmolLM2 (SwiftShader): first visit ${first}, cached visit ${cached}`;
   t.diagnostic(summary);
   console.log(summary);
   assert.deepEqual(modelHits, [], 'the cached visit reads the model from OPFS');
-  assert.deepEqual(offOrigin(log.requests, server.origin), [], 'requests that left the origin');
+  assert.deepEqual(offOrigin(log.requests, app.server.origin), [], 'requests that left the origin');
   assert.deepEqual(log.errors, []);
   await context.close();
 });
