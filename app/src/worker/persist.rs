@@ -180,20 +180,9 @@ impl EngineWorker {
             run.phase = s.phase;
             run.step = step;
             run.saved_at = now;
-            run.losses = s
-                .saving
-                .losses
-                .iter()
-                .copied()
-                .filter(|l| l.0 <= step)
-                .collect();
-            run.val_losses = s
-                .saving
-                .val_losses
-                .iter()
-                .copied()
-                .filter(|l| l.0 <= step)
-                .collect();
+            let upto = |losses: &[(u32, f64)]| losses.iter().copied().filter(|l| l.0 <= step).collect();
+            run.losses = upto(&s.saving.losses);
+            run.val_losses = upto(&s.saving.val_losses);
             run.base_val_loss = s.base_val_loss;
             (run, bytes)
         };

@@ -49,20 +49,13 @@ async fn promised<T: JsCast>(promise: Promise, what: &str) -> Result<T, StoreErr
     })
 }
 
-fn is_not_found(e: &JsValue) -> bool {
+/// Whether `e` is a DOMException named `name` ("NotFoundError", "QuotaExceededError").
+fn is_named(e: &JsValue, name: &str) -> bool {
     js_sys::Reflect::get(e, &"name".into())
         .ok()
         .and_then(|n| n.as_string())
         .as_deref()
-        == Some("NotFoundError")
-}
-
-fn is_quota(e: &JsValue) -> bool {
-    js_sys::Reflect::get(e, &"name".into())
-        .ok()
-        .and_then(|n| n.as_string())
-        .as_deref()
-        == Some("QuotaExceededError")
+        == Some(name)
 }
 
 /// The folder at `path` (`/`-separated, from the OPFS root); `None` if it does not
@@ -82,7 +75,7 @@ pub async fn dir(
     for part in path.split('/').filter(|p| !p.is_empty()) {
         match JsFuture::from(handle.get_directory_handle_with_options(part, &options)).await {
             Ok(next) => handle = next.unchecked_into(),
-            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) if is_named(&e, "NotFoundError") => return Ok(None),
             Err(e) => return Err(io(path)(e)),
         }
     }
@@ -97,7 +90,7 @@ pub async fn file(path: &str) -> Result<Option<File>, StoreError> {
     };
     let handle: FileSystemFileHandle = match JsFuture::from(folder.get_file_handle(name)).await {
         Ok(handle) => handle.unchecked_into(),
-        Err(e) if is_not_found(&e) => return Ok(None),
+        Err(e) if is_named(&e, "NotFoundError") => return Ok(None),
         Err(e) => return Err(io(path)(e)),
     };
     promised(handle.get_file(), path).await.map(Some)
@@ -144,7 +137,7 @@ async fn write_error(e: JsValue, path: &str, what: &str, needed: u64) -> StoreEr
             let _ = remove(path).await;
         }
     }
-    if is_quota(&e) {
+    if is_named(&e, "QuotaExceededError") {
         StoreError::Full(quota_advice(what, needed, &usage().await))
     } else {
         io(path)(e)
@@ -212,7 +205,7 @@ pub async fn remove(path: &str) -> Result<(), StoreError> {
     options.set_recursive(true);
     match JsFuture::from(folder.remove_entry_with_options(name, &options)).await {
         Ok(_) => Ok(()),
-        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) if is_named(&e, "NotFoundError") => Ok(()),
         Err(e) => Err(io(path)(e)),
     }
 }
