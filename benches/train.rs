@@ -5,7 +5,9 @@
 //!
 //! `cargo bench --bench train`; TRAIN_SEQ (256), TRAIN_BATCH (4), TRAIN_STEPS (3),
 //! TRAIN_RECOMPUTE (0) change the configuration; CLASSTUNE_MODEL the model;
-//! TRAIN_PROFILE=1 adds one more step timed kernel by kernel (gpu::Profile).
+//! TRAIN_PROFILE=1 adds one more step timed kernel by kernel (gpu::Profile);
+//! TRAIN_SCORED=30 scores only the last 30% of each sequence, as chat data scores the
+//! assistant's answer after the prompt (the peers always score every token).
 
 use std::process::Command;
 use std::time::Instant;
@@ -99,6 +101,7 @@ fn main() {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (seq, batch, steps) = (env("TRAIN_SEQ", 256), env("TRAIN_BATCH", 4), env("TRAIN_STEPS", 3));
     let recompute = env("TRAIN_RECOMPUTE", 0) != 0;
+    let scored = env("TRAIN_SCORED", 100).min(100);
     let path = std::env::var_os("CLASSTUNE_MODEL").map(Into::into).unwrap_or_else(classtune::paths::default_model);
     let gpu = Gpu::new(GpuOptions::default()).await?;
     let file = MappedFile::open(&path)?;
@@ -112,7 +115,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         seed: 0,
     };
     let mut trainer = Trainer::new(&gpu, &model, lora, options, seq, recompute)?;
-    // Random ids, every token a target: raw-text pretraining-style batches.
+    // Random ids, every token a target (raw-text batches) unless TRAIN_SCORED says less.
+    let first_scored = seq - seq * scored / 100;
     let mut state = 0x2545_F491_4F6C_DD1Du64;
     let data: Vec<Tokens> = (0..batch)
         .map(|_| Tokens {
@@ -124,12 +128,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                     (state % model.config.vocab as u64) as u32
                 })
                 .collect(),
-            mask: vec![1; seq],
+            mask: (0..seq).map(|i| u8::from(i >= first_scored)).collect(),
         })
         .collect();
     let seqs: Vec<Sequence<'_>> = data.iter().map(Tokens::sequence).collect();
     println!(
-        "LoRA training, {} on {}: rank 16, all 7 projections ({} values), seq {seq}, batch {batch}, recompute {recompute}",
+        "LoRA training, {} on {}: rank 16, all 7 projections ({} values), seq {seq}, batch {batch}, recompute {recompute}, scored {scored}%",
         model.config.name,
         gpu.describe(),
         trainer.lora().len()

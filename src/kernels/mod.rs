@@ -7,6 +7,7 @@ pub mod adamw;
 pub mod attention;
 pub mod cross_entropy;
 pub mod dropout;
+pub mod gather;
 pub mod lora;
 pub mod rmsnorm;
 pub mod rope;

@@ -12,7 +12,7 @@ use crate::adapter::Target;
 use crate::gpu::{Batch, Buffer, Gpu};
 use crate::kernels::attention::{self, AttentionShape};
 use crate::kernels::cross_entropy::{self, VocabChunk};
-use crate::kernels::{dropout, lora};
+use crate::kernels::{dropout, gather, lora};
 use crate::kernels::matmul::{self, Weight};
 use crate::kernels::{rmsnorm, rope, swiglu};
 use crate::model::{Config, LoraWeights, Model};
@@ -82,6 +82,8 @@ impl LayerActs {
 struct Grads {
     dh: Buffer,
     dxn: Buffer,
+    /// The gradient of `xt`.
+    dxt: Buffer,
     datt: Buffer,
     dq: Buffer,
     dk: Buffer,
@@ -100,8 +102,13 @@ pub(crate) struct Workspace {
     max_tokens: usize,
     ids: Buffer,
     pos: Buffer,
+    /// Next-token targets of the scored positions, and their loss mask (all set).
     targets: Buffer,
     mask: Buffer,
+    /// The scored positions (gather index into `xnf`), and each position's row among
+    /// them or `gather::NONE` (the index that spreads their gradient back).
+    scored: Buffer,
+    slots: Buffer,
     /// The residual stream.
     x: Buffer,
     /// Each layer's input.
@@ -109,6 +116,8 @@ pub(crate) struct Workspace {
     /// One set per layer, or a single set reused with recomputation.
     acts: Vec<LayerActs>,
     xnf: Buffer,
+    /// The rows of `xnf` at the scored positions: the lm_head's input.
+    xt: Buffer,
     rstdf: Buffer,
     logits: Buffer,
     vocab_chunk: usize,
@@ -142,10 +151,13 @@ impl Workspace {
             pos: f("train.pos", t)?,
             targets: f("train.targets", t)?,
             mask: f("train.mask", t)?,
+            scored: f("train.scored", t)?,
+            slots: f("train.slots", t)?,
             x: f("train.x", t * d)?,
             inputs,
             acts,
             xnf: f("train.xnf", t * d)?,
+            xt: f("train.xt", t * d)?,
             rstdf: f("train.rstdf", t)?,
             logits: f("train.logits", t * vocab_chunk)?,
             vocab_chunk,
@@ -156,6 +168,7 @@ impl Workspace {
             grads: Grads {
                 dh: f("train.dh", t * d)?,
                 dxn: f("train.dxn", t * d)?,
+                dxt: f("train.dxt", t * d)?,
                 datt: f("train.datt", t * qd)?,
                 dq: f("train.dq", t * qd)?,
                 dk: f("train.dk", t * kvd)?,
@@ -191,13 +204,16 @@ pub(crate) struct Pass<'a> {
     pub lora: &'a LoraWeights,
     pub ws: &'a Workspace,
     pub tokens: usize,
+    /// Positions with a target (the loss is computed on these alone).
+    pub scored: usize,
     /// Seeds this pass's LoRA dropout masks; None evaluates without dropout.
     pub dropout_seed: Option<u32>,
 }
 
 impl Pass<'_> {
     /// Writes the token ids, positions and next-token targets: position t predicts
-    /// ids[t + 1] where `mask[t + 1]` is set (the last position predicts nothing).
+    /// ids[t + 1] where `mask[t + 1]` is set (the last position predicts nothing). Only
+    /// those positions are scored: the lm_head and the loss run on their rows alone.
     pub(crate) fn upload(&self, gpu: &Gpu, ids: &[u32], mask: &[u8]) -> Result<(), TrainError> {
         let c = &self.model.config;
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= c.vocab) {
@@ -205,12 +221,17 @@ impl Pass<'_> {
         }
         let n = ids.len();
         let positions: Vec<u32> = (0..n as u32).collect();
-        let targets: Vec<u32> = (0..n).map(|t| if t + 1 < n { ids[t + 1] } else { 0 }).collect();
-        let loss_mask: Vec<u32> = (0..n).map(|t| u32::from(t + 1 < n && mask[t + 1] != 0)).collect();
+        let (scored, slots) = gather::gather_rows_index((0..n).map(|t| t + 1 < n && mask[t + 1] != 0));
+        if scored.len() != self.scored {
+            return Err(TrainError::Config(format!("{} scored positions, the pass expects {}", scored.len(), self.scored)));
+        }
+        let targets: Vec<u32> = scored.iter().map(|&t| ids[t as usize + 1]).collect();
         gpu.write(&self.ws.ids, 0, bytemuck::cast_slice(ids))?;
         gpu.write(&self.ws.pos, 0, bytemuck::cast_slice(&positions))?;
+        gpu.write(&self.ws.scored, 0, bytemuck::cast_slice(&scored))?;
+        gpu.write(&self.ws.slots, 0, bytemuck::cast_slice(&slots))?;
         gpu.write(&self.ws.targets, 0, bytemuck::cast_slice(&targets))?;
-        gpu.write(&self.ws.mask, 0, bytemuck::cast_slice(&loss_mask))?;
+        gpu.write(&self.ws.mask, 0, bytemuck::cast_slice(&vec![1u32; scored.len()]))?;
         Ok(())
     }
 
@@ -337,9 +358,11 @@ impl Pass<'_> {
     /// Cross-entropy of the next-token targets from `xnf`, chunk by chunk; leaves
     /// per-row log-sum-exp and `totals` = (sum of loss, count, mean, 1 / count).
     pub(crate) async fn loss(&self, batch: &mut Batch<'_>) -> Result<(), TrainError> {
-        let (ws, t) = (self.ws, self.tokens as u32);
+        let (ws, t) = (self.ws, self.scored as u32);
+        let d = self.model.config.hidden as u32;
+        gather::gather_rows(batch, &ws.scored, &ws.xnf, self.tokens as u32, &ws.xt, t, d).await?;
         for (n, (start, rows)) in self.chunks().enumerate() {
-            matmul::matmul_rows(batch, &ws.xnf, self.model.lm_head(), start, rows, &ws.logits, rows as u32, t).await?;
+            matmul::matmul_rows(batch, &ws.xt, self.model.lm_head(), start, rows, &ws.logits, rows as u32, t).await?;
             let chunk = VocabChunk::dense(t, start as u32, rows as u32);
             cross_entropy::cross_entropy_forward(batch, &ws.logits, &ws.targets, &ws.ce_state, chunk, n == 0).await?;
         }
@@ -351,17 +374,18 @@ impl Pass<'_> {
     /// step's target tokens), adding the LoRA gradients onto `lora.grads`.
     pub(crate) async fn backward(&self, batch: &mut Batch<'_>, scale: f32) -> Result<(), TrainError> {
         let (c, ws, t) = (&self.model.config, self.ws, self.tokens as u32);
-        let g = &ws.grads;
+        let (g, scored) = (&ws.grads, self.scored as u32);
         let head = self.model.lm_head();
         for (n, (start, rows)) in self.chunks().enumerate() {
-            matmul::matmul_rows(batch, &ws.xnf, head, start, rows, &ws.logits, rows as u32, t).await?;
-            let chunk = VocabChunk::dense(t, start as u32, rows as u32);
+            matmul::matmul_rows(batch, &ws.xt, head, start, rows, &ws.logits, rows as u32, scored).await?;
+            let chunk = VocabChunk::dense(scored, start as u32, rows as u32);
             cross_entropy::cross_entropy_backward(batch, &ws.logits, &ws.targets, &ws.mask, &ws.ce_lse, &ws.totals, chunk, scale)
                 .await?;
-            matmul::matmul_input_grad(batch, &ws.logits, rows as u32, head, start..start + rows, &g.dxn, t, n > 0).await?;
+            matmul::matmul_input_grad(batch, &ws.logits, rows as u32, head, start..start + rows, &g.dxt, scored, n > 0).await?;
             batch.flush()?;
         }
         let d = c.hidden as u32;
+        gather::gather_rows(batch, &ws.slots, &g.dxt, scored, &g.dxn, t, d).await?;
         rmsnorm::rmsnorm_backward(batch, &ws.x, &self.model.output_norm, &ws.rstdf, &g.dxn, &g.dh, t, d, false).await?;
         for i in (0..c.n_layers).rev() {
             if self.recompute() {

@@ -175,7 +175,7 @@ impl<'m> Trainer<'m> {
             let key = self.options.seed ^ ((self.step as u64) << 20) ^ i as u64;
             (key ^ (key >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) as u32
         });
-        Ok(Pass { model: self.model, lora: &self.lora, ws: &self.ws, tokens, dropout_seed })
+        Ok(Pass { model: self.model, lora: &self.lora, ws: &self.ws, tokens, scored: seq.targets(), dropout_seed })
     }
 
     /// Forward and backward of every sequence, adding `d(mean loss)/dθ` onto the
