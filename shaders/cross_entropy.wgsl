@@ -10,9 +10,15 @@
 //   finalize (cross_entropy_finalize), per row and over all rows:
 //     lse  = m + log(s),   loss = mask * (lse - zt)
 //     totals = (sum loss, count = sum mask, sum loss / count, 1 / count)
-//   backward, per chunk (cross_entropy_backward), in place on the recomputed logits:
-//     dz[c] = (exp(z[c] - lse) - [c == target]) * mask * scale / count
-//   (the gradient of scale * mean loss; scale = 1 for one micro-batch).
+//   backward, in the same pass (WEIGH): the gradient of scale * mean loss with respect
+//   to the lm_head's input x, dx = (softmax(z) · W - W[target]) * mask * scale / count,
+//   accumulated chunk by chunk as llm.c's fused classifier would, but online:
+//     the forward turns each chunk into e[c] = exp(z[c] - m') in place and writes
+//     factor = exp(m - m'); the caller rescales the dx accumulated so far by factor
+//     (cross_entropy_rescale) and adds e · W_chunk (matmul_input_grad); after the last
+//     chunk every term is relative to the final max, whose sum of exp is s, and
+//     cross_entropy_input_grad makes dx = (dx / s - W[target]) * mask * scale / count.
+//   So the lm_head runs once per sequence; no chunk's logits are recomputed.
 //
 // mask is 0 or 1 per row; masked rows have loss 0, gradient 0 and do not count. An
 // unmasked row whose target was in no chunk gets a NaN loss, so bad targets are loud.
@@ -23,28 +29,32 @@ struct Params {
     col_start: u32, // vocabulary index of the chunk's first column
     stride: u32,    // row stride of the chunk's logits, >= cols
     first: u32,     // forward: 1 starts the running state afresh
-    scale: f32,     // backward: gradient scale (1 / micro-batches, ...)
+    scale: f32,     // input gradient: gradient scale (1 / micro-batches, ...)
     _pad0: u32,
     _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-// cross_entropy_forward
-@group(0) @binding(1) var<storage, read> logits: array<f32>;          // [rows, stride]
+// cross_entropy_forward; WEIGH (a constant) also rewrites the logits
+@group(0) @binding(1) var<storage, read_write> logits: array<f32>;    // [rows, stride]
 @group(0) @binding(2) var<storage, read> targets: array<u32>;         // [rows]
 @group(0) @binding(3) var<storage, read_write> state: array<vec4<f32>>; // [rows]: (max, sum exp, target logit, found)
+@group(0) @binding(4) var<storage, read_write> factor: array<f32>;    // [rows]: exp(old max - new max)
 // cross_entropy_finalize (a binding number may name different variables in different entry points)
 @group(0) @binding(1) var<storage, read> fin_state: array<vec4<f32>>; // [rows]
 @group(0) @binding(2) var<storage, read> fin_mask: array<u32>;        // [rows]
 @group(0) @binding(3) var<storage, read_write> fin_lse: array<f32>;   // [rows]
 @group(0) @binding(4) var<storage, read_write> loss: array<f32>;      // [rows]
 @group(0) @binding(5) var<storage, read_write> totals: array<f32>;    // [4]
-// cross_entropy_backward
-@group(0) @binding(1) var<storage, read_write> dlogits: array<f32>;   // [rows, stride], logits in, gradient out
-@group(0) @binding(2) var<storage, read> bwd_targets: array<u32>;     // [rows]
-@group(0) @binding(3) var<storage, read> bwd_mask: array<u32>;        // [rows]
-@group(0) @binding(4) var<storage, read> bwd_lse: array<f32>;         // [rows]
-@group(0) @binding(5) var<storage, read> bwd_totals: array<f32>;      // [4]
+// cross_entropy_rescale
+@group(0) @binding(1) var<storage, read> rs_factor: array<f32>;       // [rows]
+@group(0) @binding(2) var<storage, read_write> rs_dx: array<f32>;     // [rows, cols]
+// cross_entropy_input_grad
+@group(0) @binding(1) var<storage, read_write> ig_dx: array<f32>;     // [rows, cols]: Σ e · W in, dx out
+@group(0) @binding(2) var<storage, read> ig_state: array<vec4<f32>>;  // [rows]
+@group(0) @binding(3) var<storage, read> ig_mask: array<u32>;         // [rows]
+@group(0) @binding(4) var<storage, read> ig_target: array<f32>;       // [rows, cols]: W[target]
+@group(0) @binding(5) var<storage, read> ig_totals: array<f32>;       // [4]
 
 const WG = 256u;
 // The lowest finite f32: a running max that has seen nothing. WGSL has no infinities.
@@ -91,21 +101,30 @@ fn cross_entropy_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
         }
         workgroupBarrier();
     }
-    if (lid != 0u) {
-        return;
+    if (lid == 0u) {
+        var chunk = vec4<f32>(wmax[0], wsum[0], 0.0, 0.0);
+        let t = targets[row];
+        if (t >= p.col_start && t - p.col_start < p.cols) {
+            chunk.z = logits[base + t - p.col_start];
+            chunk.w = 1.0;
+        }
+        var merged = chunk;
+        var f = 1.0;
+        if (p.first == 0u) {
+            let old = state[row];
+            merged = vec4<f32>(lse_merge(old.xy, chunk.xy), old.z + chunk.z, max(old.w, chunk.w));
+            f = exp(old.x - merged.x);
+        }
+        state[row] = merged;
+        factor[row] = f;
+        wmax[0] = merged.x;
     }
-    var chunk = vec4<f32>(wmax[0], wsum[0], 0.0, 0.0);
-    let t = targets[row];
-    if (t >= p.col_start && t - p.col_start < p.cols) {
-        chunk.z = logits[base + t - p.col_start];
-        chunk.w = 1.0;
-    }
-    if (p.first != 0u) {
-        state[row] = chunk;
-    } else {
-        let old = state[row];
-        let merged = lse_merge(old.xy, chunk.xy);
-        state[row] = vec4<f32>(merged, old.z + chunk.z, max(old.w, chunk.w));
+    if (WEIGH) {
+        workgroupBarrier();
+        let m = wmax[0];
+        for (var c = lid; c < p.cols; c += WG) {
+            logits[base + c] = exp(logits[base + c] - m);
+        }
     }
 }
 
@@ -154,24 +173,29 @@ fn cross_entropy_finalize(@builtin(local_invocation_index) lid: u32) {
     }
 }
 
-// One thread per element of the chunk.
+// dx[row, :] *= factor[row], one thread per element: the sum so far, moved onto the
+// new running max.
 @compute @workgroup_size(256)
-fn cross_entropy_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                          @builtin(local_invocation_index) lid: u32) {
+fn cross_entropy_rescale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * WG + lid;
+    if (i < p.rows * p.cols) {
+        rs_dx[i] *= rs_factor[i / p.cols];
+    }
+}
+
+// dx = (Σ e · W / s - W[target]) * mask * scale / count, one thread per element.
+@compute @workgroup_size(256)
+fn cross_entropy_input_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
     let i = group_index(wid, nwg) * WG + lid;
     if (i >= p.rows * p.cols) {
         return;
     }
     let row = i / p.cols;
-    let c = i % p.cols;
-    let at = row * p.stride + c;
     var g = 0.0;
-    if (bwd_mask[row] != 0u) {
-        g = exp(dlogits[at] - bwd_lse[row]);
-        if (bwd_targets[row] == p.col_start + c) {
-            g -= 1.0;
-        }
-        g *= p.scale * bwd_totals[3];
+    if (ig_mask[row] != 0u) {
+        g = (ig_dx[i] / ig_state[row].y - ig_target[i]) * p.scale * ig_totals[3];
     }
-    dlogits[at] = g;
+    ig_dx[i] = g;
 }

@@ -122,6 +122,10 @@ pub(crate) struct Workspace {
     logits: Buffer,
     vocab_chunk: usize,
     ce_state: Buffer,
+    /// Per scored row, exp(old max − new max) after each vocabulary chunk.
+    ce_factor: Buffer,
+    /// The lm_head's rows at the targets, W[target].
+    target_rows: Buffer,
     ce_lse: Buffer,
     ce_loss: Buffer,
     totals: Buffer,
@@ -162,6 +166,8 @@ impl Workspace {
             logits: f("train.logits", t * vocab_chunk)?,
             vocab_chunk,
             ce_state: f("train.ce_state", 4 * t)?,
+            ce_factor: f("train.ce_factor", t)?,
+            target_rows: f("train.target_rows", t * d)?,
             ce_lse: f("train.ce_lse", t)?,
             ce_loss: f("train.ce_loss", t)?,
             totals: f("train.totals", 4)?,
@@ -355,35 +361,42 @@ impl Pass<'_> {
         (0..vocab).step_by(chunk).map(move |s| (s, chunk.min(vocab - s)))
     }
 
-    /// Cross-entropy of the next-token targets from `xnf`, chunk by chunk; leaves
-    /// per-row log-sum-exp and `totals` = (sum of loss, count, mean, 1 / count).
-    pub(crate) async fn loss(&self, batch: &mut Batch<'_>) -> Result<(), TrainError> {
+    /// Cross-entropy of the next-token targets at the scored positions, chunk by chunk;
+    /// leaves per-row log-sum-exp and `totals` = (sum of loss, count, mean, 1 / count).
+    /// With `grad = Some(scale)` (this sequence's share of the step's target tokens) the
+    /// same pass leaves the gradient of `scale · mean loss` with respect to the lm_head's
+    /// input in `dxt`, so the lm_head runs once (cross_entropy.wgsl).
+    pub(crate) async fn loss(&self, batch: &mut Batch<'_>, grad: Option<f32>) -> Result<(), TrainError> {
         let (ws, t) = (self.ws, self.scored as u32);
-        let d = self.model.config.hidden as u32;
+        let (d, head, dxt) = (self.model.config.hidden as u32, self.model.lm_head(), &ws.grads.dxt);
         gather::gather_rows(batch, &ws.scored, &ws.xnf, self.tokens as u32, &ws.xt, t, d).await?;
         for (n, (start, rows)) in self.chunks().enumerate() {
-            matmul::matmul_rows(batch, &ws.xt, self.model.lm_head(), start, rows, &ws.logits, rows as u32, t).await?;
+            matmul::matmul_rows(batch, &ws.xt, head, start, rows, &ws.logits, rows as u32, t).await?;
             let chunk = VocabChunk::dense(t, start as u32, rows as u32);
-            cross_entropy::cross_entropy_forward(batch, &ws.logits, &ws.targets, &ws.ce_state, chunk, n == 0).await?;
+            cross_entropy::cross_entropy_forward(batch, &ws.logits, &ws.targets, &ws.ce_state, &ws.ce_factor, chunk, n == 0, grad.is_some())
+                .await?;
+            if grad.is_some() {
+                if n > 0 {
+                    cross_entropy::cross_entropy_rescale(batch, &ws.ce_factor, dxt, t, d).await?;
+                }
+                matmul::matmul_input_grad(batch, &ws.logits, rows as u32, head, start..start + rows, dxt, t, n > 0).await?;
+                batch.flush()?;
+            }
         }
         cross_entropy::cross_entropy_finalize(batch, &ws.ce_state, &ws.mask, &ws.ce_lse, &ws.ce_loss, &ws.totals, t).await?;
+        if let Some(scale) = grad {
+            matmul::embedding(batch, head, &ws.targets, &ws.target_rows, t).await?;
+            cross_entropy::cross_entropy_input_grad(batch, dxt, &ws.ce_state, &ws.mask, &ws.target_rows, &ws.totals, t, d, scale)
+                .await?;
+        }
         Ok(())
     }
 
-    /// The backward of `scale · mean loss` (scale = this sequence's share of the
-    /// step's target tokens), adding the LoRA gradients onto `lora.grads`.
-    pub(crate) async fn backward(&self, batch: &mut Batch<'_>, scale: f32) -> Result<(), TrainError> {
+    /// The backward from the lm_head's input gradient that [`Pass::loss`] left, adding
+    /// the LoRA gradients onto `lora.grads`.
+    pub(crate) async fn backward(&self, batch: &mut Batch<'_>) -> Result<(), TrainError> {
         let (c, ws, t) = (&self.model.config, self.ws, self.tokens as u32);
         let (g, scored) = (&ws.grads, self.scored as u32);
-        let head = self.model.lm_head();
-        for (n, (start, rows)) in self.chunks().enumerate() {
-            matmul::matmul_rows(batch, &ws.xt, head, start, rows, &ws.logits, rows as u32, scored).await?;
-            let chunk = VocabChunk::dense(scored, start as u32, rows as u32);
-            cross_entropy::cross_entropy_backward(batch, &ws.logits, &ws.targets, &ws.mask, &ws.ce_lse, &ws.totals, chunk, scale)
-                .await?;
-            matmul::matmul_input_grad(batch, &ws.logits, rows as u32, head, start..start + rows, &g.dxt, scored, n > 0).await?;
-            batch.flush()?;
-        }
         let d = c.hidden as u32;
         gather::gather_rows(batch, &ws.slots, &g.dxt, scored, &g.dxn, t, d).await?;
         rmsnorm::rmsnorm_backward(batch, &ws.x, &self.model.output_norm, &ws.rstdf, &g.dxn, &g.dh, t, d, false).await?;

@@ -193,9 +193,9 @@ impl<'m> Trainer<'m> {
             pass.upload(gpu, seq.ids, seq.mask)?;
             let mut batch = gpu.batch();
             pass.forward(&mut batch).await?;
-            pass.loss(&mut batch).await?;
+            pass.loss(&mut batch, Some((here as f64 / total as f64) as f32)).await?;
             batch.copy(self.ws.totals(), 0, &sums, (4 * i) as u64, 4)?;
-            pass.backward(&mut batch, (here as f64 / total as f64) as f32).await?;
+            pass.backward(&mut batch).await?;
             batch.submit()?;
             any = true;
         }
@@ -278,7 +278,7 @@ impl<'m> Trainer<'m> {
             pass.upload(gpu, seq.ids, seq.mask)?;
             let mut batch = gpu.batch();
             pass.forward(&mut batch).await?;
-            pass.loss(&mut batch).await?;
+            pass.loss(&mut batch, None).await?;
             batch.copy(self.ws.totals(), 0, &sums, (4 * i) as u64, 4)?;
             batch.submit()?;
         }
