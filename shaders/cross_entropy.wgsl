@@ -12,7 +12,7 @@
 //     totals = (sum loss, count = sum mask, sum loss / count, 1 / count)
 //   backward, in the same pass (WEIGH): the gradient of scale * mean loss with respect
 //   to the lm_head's input x, dx = (softmax(z) · W - W[target]) * mask * scale / count,
-//   accumulated chunk by chunk as llm.c's fused classifier would, but online:
+//   accumulated online, chunk by chunk:
 //     the forward turns each chunk into e[c] = exp(z[c] - m') in place and writes
 //     factor = exp(m - m'); the caller rescales the dx accumulated so far by factor
 //     (cross_entropy_rescale) and adds e · W_chunk (matmul_input_grad); after the last

@@ -154,7 +154,8 @@ impl Workspace {
             ids: f("train.ids", t)?,
             pos: f("train.pos", t)?,
             targets: f("train.targets", t)?,
-            mask: f("train.mask", t)?,
+            // Every gathered row is scored: the cross-entropy kernels' mask is all ones.
+            mask: gpu.upload("train.mask", bytemuck::cast_slice(&vec![1u32; t]))?,
             scored: f("train.scored", t)?,
             slots: f("train.slots", t)?,
             x: f("train.x", t * d)?,
@@ -237,7 +238,6 @@ impl Pass<'_> {
         gpu.write(&self.ws.scored, 0, bytemuck::cast_slice(&scored))?;
         gpu.write(&self.ws.slots, 0, bytemuck::cast_slice(&slots))?;
         gpu.write(&self.ws.targets, 0, bytemuck::cast_slice(&targets))?;
-        gpu.write(&self.ws.mask, 0, bytemuck::cast_slice(&vec![1u32; scored.len()]))?;
         Ok(())
     }
 
