@@ -4,7 +4,9 @@
 //! benches/burn-peer is built, and numpy's sgemm as the ceiling.
 //!
 //! `cargo bench --bench train`; TRAIN_SEQ (256), TRAIN_BATCH (4), TRAIN_STEPS (3),
-//! TRAIN_RECOMPUTE (0) change the configuration; CLASSTUNE_MODEL the model;
+//! TRAIN_RECOMPUTE (0) change the configuration; TRAIN_PASS (TRAIN_SEQ) the tokens one
+//! pass holds (TRAIN_PASS=1024 packs the batch's four sequences into one pass);
+//! CLASSTUNE_MODEL the model;
 //! TRAIN_PROFILE=1 adds one more step timed kernel by kernel (gpu::Profile);
 //! TRAIN_SCORED=30 scores only the last 30% of each sequence, as chat data scores the
 //! assistant's answer after the prompt (the peers always score every token).
@@ -101,6 +103,7 @@ fn main() {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (seq, batch, steps) = (env("TRAIN_SEQ", 256), env("TRAIN_BATCH", 4), env("TRAIN_STEPS", 3));
     let recompute = env("TRAIN_RECOMPUTE", 0) != 0;
+    let pass_tokens = env("TRAIN_PASS", seq).max(seq);
     let scored = env("TRAIN_SCORED", 100).min(100);
     let path = std::env::var_os("CLASSTUNE_MODEL").map(Into::into).unwrap_or_else(classtune::paths::default_model);
     let gpu = Gpu::new(GpuOptions::default()).await?;
@@ -114,7 +117,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         max_grad_norm: 1.0,
         seed: 0,
     };
-    let mut trainer = Trainer::new(&gpu, &model, lora, options, seq, recompute)?;
+    let mut trainer = Trainer::new(&gpu, &model, lora, options, pass_tokens, recompute)?;
     // Random ids, every token a target (raw-text batches) unless TRAIN_SCORED says less.
     let first_scored = seq - seq * scored / 100;
     let mut state = 0x2545_F491_4F6C_DD1Du64;
@@ -133,7 +136,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let seqs: Vec<Sequence<'_>> = data.iter().map(Tokens::sequence).collect();
     println!(
-        "LoRA training, {} on {}: rank 16, all 7 projections ({} values), seq {seq}, batch {batch}, recompute {recompute}, scored {scored}%",
+        "LoRA training, {} on {}: rank 16, all 7 projections ({} values), seq {seq}, batch {batch}, {pass_tokens} tokens a pass, recompute {recompute}, scored {scored}%",
         model.config.name,
         gpu.describe(),
         trainer.lora().len()

@@ -35,6 +35,14 @@ struct Params {
     lo: u32,
     hi: u32,
     accumulate: u32,
+    // Packed sequences: this call's query t is row offset + t of q, out, dout and dq, its
+    // key j row offset + j of the caches, dk and dv; lse is [n_head, rows] with this
+    // call's queries at columns offset + t. A lone sequence: offset 0, rows n_query.
+    offset: u32,
+    rows: u32,
+    // Equal-length sequences in one dispatch (past_len 0): sequence s of the call starts
+    // at row offset + s * n_query, and the backward's row stats of each are its own.
+    seqs: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -50,6 +58,13 @@ const HD4 = HEAD_DIM / 4u;
 const HD4_MAIN = HD4 / 4u * 4u;
 // Start value of running maxima: exp(NEG - finite) is 0 without inf - inf = NaN.
 const NEG = -1.0e30;
+
+// Workgroup `wg` of a dispatch of p.seqs sequences of `per_seq` workgroups each:
+// (the sequence's first row, the workgroup within the sequence, the sequence).
+fn seq_split(wg: u32, per_seq: u32) -> vec3<u32> {
+    let s = wg / per_seq;
+    return vec3<u32>(p.offset + s * p.n_query, wg % per_seq, s);
+}
 
 fn hsum(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
@@ -80,10 +95,12 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     // so its causal key ranges are close and each K/V tile serves all `group` heads.
     let rows = p.n_query * group;
     let tiles = (rows + ROWS - 1u) / ROWS;
-    let wg = group_index(wid, nwg);
-    if (wg >= tiles * p.n_kv_head) {
+    let split = seq_split(group_index(wid, nwg), tiles * p.n_kv_head);
+    if (split.z >= p.seqs) {
         return;
     }
+    let base = split.x;
+    let wg = split.y;
     let hk = wg / tiles;
     let first = (wg % tiles) * ROWS;
     // Keys any row of this tile may see; uniform, so the tile loop may hold barriers.
@@ -97,7 +114,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 
     var qv: array<vec4<f32>, HD4>;
     var acc: array<vec4<f32>, HD4>;
-    let qb = (t * p.n_head + h) * HD4;
+    let qb = ((base + t) * p.n_head + h) * HD4;
     for (var d = 0u; d < HD4; d++) {
         acc[d] = vec4<f32>(0.0);
         qv[d] = vec4<f32>(0.0);
@@ -116,7 +133,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
             var kv = vec4<f32>(0.0);
             var vv = vec4<f32>(0.0);
             if (j < n_keys) {
-                let idx = j * kv_stride + hk * HD4 + e % HD4;
+                let idx = (base + j) * kv_stride + hk * HD4 + e % HD4;
                 kv = k_cache[idx];
                 vv = v_cache[idx];
             }
@@ -175,7 +192,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         for (var d = 0u; d < HD4; d++) {
             out[qb + d] = acc[d] / l;
         }
-        lse[h * p.n_query + t] = m + log(l);
+        lse[h * p.rows + base + t] = m + log(l);
     }
 }
 
@@ -194,18 +211,20 @@ var<workgroup> acc_lanes: array<vec4<f32>, DWG>;
 @compute @workgroup_size(256)
 fn attention_forward_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                             @builtin(local_invocation_index) lid: u32) {
-    let row = group_index(wid, nwg);
-    if (row >= p.n_query * p.n_head) {
+    let split = seq_split(group_index(wid, nwg), p.n_query * p.n_head);
+    if (split.z >= p.seqs) {
         return;
     }
+    let base = split.x;
+    let row = split.y;
     let t = row / p.n_head;
     let h = row % p.n_head;
     let hk = h / (p.n_head / p.n_kv_head);
     let n_keys = p.past_len + t + 1u;
     let kv_stride = p.n_kv_head * HD4;
-    let kv_off = hk * HD4;
+    let kv_off = base * kv_stride + hk * HD4;
     for (var d = lid; d < HD4; d += DWG) {
-        q_row[d] = q[row * HD4 + d] * p.scale;
+        q_row[d] = q[(base * p.n_head + row) * HD4 + d] * p.scale;
     }
     workgroupBarrier();
 
@@ -275,10 +294,10 @@ fn attention_forward_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
         for (var k = 0u; k < KS; k++) {
             o += acc_lanes[k * HD4 + lid];
         }
-        out[row * HD4 + lid] = o / total;
+        out[(base * p.n_head + row) * HD4 + lid] = o / total;
     }
     if (lid == 0u) {
-        lse[h * p.n_query + t] = m + log(total);
+        lse[h * p.rows + base + t] = m + log(total);
     }
 }
 
@@ -333,10 +352,12 @@ fn attention_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
     let group = p.n_head / p.n_kv_head;
     let rows = p.n_query * group;
     let tiles = (rows + ROWS - 1u) / ROWS;
-    let wg = group_index(wid, nwg);
-    if (wg >= tiles * p.n_kv_head) {
+    let split = seq_split(group_index(wid, nwg), tiles * p.n_kv_head);
+    if (split.z >= p.seqs) {
         return;
     }
+    let base = split.x;
+    let wg = split.y;
     let hk = wg / tiles;
     let first = (wg % tiles) * ROWS;
     // Keys of this dispatch any row of the tile sees; uniform, so the loop may hold barriers.
@@ -351,7 +372,7 @@ fn attention_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
     var qv: array<vec4<f32>, HD4>;  // q * scale
     var dov: array<vec4<f32>, HD4>;
     var acc: array<vec4<f32>, HD4>; // dq / scale
-    let qb = (t * p.n_head + h) * HD4;
+    let qb = ((base + t) * p.n_head + h) * HD4;
     var dd = vec4<f32>(0.0);
     for (var d = 0u; d < HD4; d++) {
         qv[d] = q[qb + d] * p.scale;
@@ -360,9 +381,9 @@ fn attention_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
         acc[d] = vec4<f32>(0.0);
     }
     let delta = hsum(dd);
-    let row_lse = lse[h * p.n_query + t];
+    let row_lse = lse[h * p.rows + base + t];
     if (first + lid < rows) {
-        stats[hk * rows + r] = vec2<f32>(row_lse, delta);
+        stats[(split.z * p.n_kv_head + hk) * rows + r] = vec2<f32>(row_lse, delta);
     }
     for (var k0 = p.lo; k0 < k_end; k0 += BK) {
         workgroupBarrier(); // the previous tile is consumed by every thread
@@ -371,7 +392,7 @@ fn attention_backward_query(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
             var kv = vec4<f32>(0.0);
             var vv = vec4<f32>(0.0);
             if (j < k_end) {
-                let idx = j * kv_stride + hk * HD4 + e % HD4;
+                let idx = (base + j) * kv_stride + hk * HD4 + e % HD4;
                 kv = k_cache[idx];
                 vv = v_cache[idx];
             }
@@ -433,10 +454,12 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     let group = p.n_head / p.n_kv_head;
     let n_keys = p.past_len + p.n_query;
     let blocks = (n_keys + KEYS - 1u) / KEYS;
-    let wg = group_index(wid, nwg);
-    if (wg >= blocks * p.n_kv_head) {
+    let split = seq_split(group_index(wid, nwg), blocks * p.n_kv_head);
+    if (split.z >= p.seqs) {
         return;
     }
+    let base = split.x;
+    let wg = split.y;
     let hk = wg / blocks;
     let j0 = (wg % blocks) * KEYS;
     // Threads past the last key redo it and do not write.
@@ -445,7 +468,7 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     // Rows of this dispatch the block's first key sees (t >= j0 - past_len); uniform.
     let r_lo = max(p.lo, max(j0, p.past_len) - p.past_len) * group;
     let r_hi = p.hi * group;
-    let kb = j * p.n_kv_head * HD4 + hk * HD4;
+    let kb = (base + j) * p.n_kv_head * HD4 + hk * HD4;
 
     var kv: array<vec4<f32>, HD4>;
     var vv: array<vec4<f32>, HD4>;
@@ -464,7 +487,7 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
             var qq = vec4<f32>(0.0);
             var oo = vec4<f32>(0.0);
             if (r < r_hi) {
-                let idx = ((r / group) * p.n_head + hk * group + r % group) * HD4 + e % HD4;
+                let idx = ((base + r / group) * p.n_head + hk * group + r % group) * HD4 + e % HD4;
                 qq = q[idx] * p.scale;
                 oo = kv_dout[idx];
             }
@@ -492,7 +515,7 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
             }
             // Rows past the span read the last row's stats and are masked.
             let row = vec4<u32>(r0 + i) + vec4<u32>(0u, 1u, 2u, 3u);
-            let sb = hk * rows;
+            let sb = (split.z * p.n_kv_head + hk) * rows;
             let st0 = kv_stats[sb + min(row.x, r_hi - 1u)];
             let st1 = kv_stats[sb + min(row.y, r_hi - 1u)];
             let st2 = kv_stats[sb + min(row.z, r_hi - 1u)];
@@ -545,10 +568,12 @@ fn attention_forward_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(nu
     let group = p.n_head / p.n_kv_head;
     let rows = p.n_query * group;
     let tiles = (rows + SG - 1u) / SG;
-    let wg = group_index(wid, nwg);
-    if (wg >= tiles * p.n_kv_head) {
+    let split = seq_split(group_index(wid, nwg), tiles * p.n_kv_head);
+    if (split.z >= p.seqs) {
         return;
     }
+    let base = split.x;
+    let wg = split.y;
     let hk = wg / tiles;
     let first = (wg % tiles) * SG;
     let n_keys = p.past_len + min(first + SG - 1u, rows - 1u) / group + 1u;
@@ -557,11 +582,11 @@ fn attention_forward_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(nu
     let h = hk * group + r % group;
     let limit = p.past_len + t;
     let kv_stride = p.n_kv_head * HD4;
-    let kv_off = hk * HD4 + lid;
+    let kv_off = base * kv_stride + hk * HD4 + lid;
 
     var qv: array<vec4<f32>, HD4>;
     var acc: array<vec4<f32>, HD4>;
-    let qb = (t * p.n_head + h) * HD4;
+    let qb = ((base + t) * p.n_head + h) * HD4;
     for (var d = 0u; d < HD4; d++) {
         qv[d] = q[qb + d] * p.scale;
         acc[d] = vec4<f32>(0.0);
@@ -620,6 +645,6 @@ fn attention_forward_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(nu
         for (var d = 0u; d < HD4; d++) {
             out[qb + d] = acc[d] / l;
         }
-        lse[h * p.n_query + t] = m + log(l);
+        lse[h * p.rows + base + t] = m + log(l);
     }
 }

@@ -51,12 +51,12 @@ fn attention_backward_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
     for (var k = 0u; k < 4u; k++) {
         let t = t0 + k;
         if (t < p.n_query) {
-            let b = (t * p.n_head + h) * HD4;
+            let b = ((p.offset + t) * p.n_head + h) * HD4;
             var acc = vec4<f32>(0.0);
             for (var c = 0u; c < HD4; c++) {
                 acc += st_dout[b + c] * st_out[b + c];
             }
-            l[k] = st_lse[h * p.n_query + t];
+            l[k] = st_lse[h * p.rows + p.offset + t];
             d[k] = hsum(acc);
         }
     }
@@ -249,8 +249,8 @@ fn attention_backward_kv_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builti
     let t_b = max(jb, p.past_len) - p.past_len;
     // No query of the chunk sees a block past its last key (t_lo may still be below hi).
     let t_end = select(t_lo, p.hi, j0 < p.past_len + p.hi);
-    let ra = (ja * p.n_kv_head + hk) * HD4;
-    let rb = (jb * p.n_kv_head + hk) * HD4;
+    let ra = ((p.offset + ja) * p.n_kv_head + hk) * HD4;
+    let rb = ((p.offset + jb) * p.n_kv_head + hk) * HD4;
     let quads = (p.n_query + 3u) / 4u;
     let ks = (p.past_len + p.hi + KB - 1u) / KB * KB;
     let chunk_rows = (p.hi - p.lo + 3u) / 4u * 4u;
@@ -269,7 +269,7 @@ fn attention_backward_kv_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builti
         for (var t0 = t_lo; t0 < t_end; t0 += 4u) {
             // Queries past the chunk read its last one and are masked.
             let t = vec4<u32>(t0) + vec4<u32>(0u, 1u, 2u, 3u);
-            let r = (min(t, vec4<u32>(last)) * p.n_head + h) * HD4 + lid;
+            let r = ((p.offset + min(t, vec4<u32>(last))) * p.n_head + h) * HD4 + lid;
             var sd = kv_scores(0u, r);
             if (CHUNKS > 1u) { sd += kv_scores(1u, r); }
             if (CHUNKS > 2u) { sd += kv_scores(2u, r); }
@@ -402,7 +402,7 @@ fn attention_backward_query_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @bui
     for (var j0 = 0u; j0 < n_keys; j0 += 4u) {
         // Keys past the end are clamped to the last (never read past it) and masked.
         let j = vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u);
-        let r = (min(j, vec4<u32>(last)) * p.n_kv_head + hk) * HD4 + lid;
+        let r = ((p.offset + min(j, vec4<u32>(last))) * p.n_kv_head + hk) * HD4 + lid;
         // Row (t, g) sees keys up to past_len + t.
         let sa = select(vec4<f32>(0.0), qp_ds[ds_row_a + j0 / 4u], j <= vec4<u32>(p.past_len + t_a));
         let sb = select(vec4<f32>(0.0), qp_ds[ds_row_b + j0 / 4u], j <= vec4<u32>(p.past_len + t_b));
@@ -415,8 +415,8 @@ fn attention_backward_query_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @bui
         if (CHUNKS > 6u) { q_update(6u, r, sa, sb); }
         if (CHUNKS > 7u) { q_update(7u, r, sa, sb); }
     }
-    let qa = (t_a * p.n_head + h_a) * HD4;
-    let qb = (t_b * p.n_head + h_b) * HD4;
+    let qa = ((p.offset + t_a) * p.n_head + h_a) * HD4;
+    let qb = ((p.offset + t_b) * p.n_head + h_b) * HD4;
     let a = row_a < rows;
     let b = row_b < rows;
     q_store(0u, qa, qb, a, b);

@@ -16,7 +16,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) {
 }
 
 fn shape(n_query: u32, past_len: u32, n_head: u32, n_kv_head: u32, head_dim: u32) -> AttentionShape {
-    AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim }
+    AttentionShape::new(n_query, past_len, n_head, n_kv_head, head_dim)
 }
 
 /// Every path this device can run on `s`: the portable ones always, the subgroup one
@@ -152,6 +152,13 @@ fn attention_checks_shapes() -> Result<(), GpuError> {
         let lse = gpu.buffer("lse", 4 * 8 * 4)?;
         let bad = attention_forward(&mut batch, &q, &kv, &kv, &out, &lse, s).await;
         assert!(matches!(bad, Err(GpuError::Shape { .. })), "{bad:?}");
+        // Packed calls: queries past the lse rows, several sequences with cached keys.
+        let s = shape(2, 0, 8, 4, 64).packed(1, 2, 4);
+        let bad = attention_forward(&mut batch, &q, &kv, &kv, &out, &lse, s).await;
+        assert!(bad.as_ref().is_err_and(|e| e.to_string().contains("past the 4 rows")), "{bad:?}");
+        let s = shape(2, 3, 8, 4, 64).packed(0, 2, 4);
+        let bad = attention_forward(&mut batch, &q, &kv, &kv, &out, &lse, s).await;
+        assert!(bad.as_ref().is_err_and(|e| e.to_string().contains("cached")), "{bad:?}");
         Ok(())
     })
 }

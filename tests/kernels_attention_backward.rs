@@ -9,14 +9,15 @@ mod gradcheck;
 
 use classtune::gpu::{Gpu, GpuError, GpuOptions};
 use classtune::kernels::attention::{
-    attention_backward, attention_backward_cpu, attention_backward_path, attention_forward, backward_loop_estimate,
-    subgroup_lanes, AttentionBackwardPath, AttentionShape, BackwardBuffers, LOOP_BUDGET,
+    attention_backward, attention_backward_cpu, attention_backward_path, attention_forward, attention_forward_cpu,
+    attention_forward_path, backward_loop_estimate, subgroup_lanes, AttentionBackwardPath, AttentionPath,
+    AttentionShape, BackwardBuffers, LOOP_BUDGET,
 };
 use gradcheck::{assert_close, dot, finite_diff, random, to_f64, upload};
 use rand::{rngs::StdRng, SeedableRng};
 
 fn shape(n_query: u32, past_len: u32, n_head: u32, n_kv_head: u32, head_dim: u32) -> AttentionShape {
-    AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim }
+    AttentionShape::new(n_query, past_len, n_head, n_kv_head, head_dim)
 }
 
 /// Attention forward in f64, `out` [n_query, n_head, head_dim] from q and K/V rows
@@ -181,6 +182,97 @@ async fn check(gpu: &Gpu, rng: &mut StdRng, s: AttentionShape) -> Result<(), Gpu
         check_grad(&format!("{what} dv"), &g.dv, &dv);
     }
     Ok(())
+}
+
+/// Sequences packed one after another in the same buffers (as training packs them), a
+/// call per run of equal lengths (three sequences of 13 in one dispatch): every forward
+/// and backward path gives each sequence what the CPU reference gives it alone, and no
+/// call writes a row of another.
+#[test]
+fn packed_sequences_match_each_alone() -> Result<(), GpuError> {
+    pollster::block_on(async {
+        let gpu = gradcheck::gpu().await?;
+        let mut rng = StdRng::seed_from_u64(35);
+        let (hq, hkv, hd) = (4u32, 2u32, 32u32);
+        let lengths = [7u32, 13, 13, 13, 1, 70];
+        let rows: u32 = lengths.iter().sum();
+        let (qw, kw) = ((hq * hd) as usize, (hkv * hd) as usize);
+        let n = rows as usize;
+        let q = random(&mut rng, n * qw, -1.5, 1.5);
+        let k = random(&mut rng, n * kw, -1.5, 1.5);
+        let v = random(&mut rng, n * kw, -1.0, 1.0);
+        let dout = random(&mut rng, n * qw, -1.0, 1.0);
+        let (qb, kb, vb, db) =
+            (upload(&gpu, "q", &q)?, upload(&gpu, "k", &k)?, upload(&gpu, "v", &v)?, upload(&gpu, "dout", &dout)?);
+        // Each sequence alone (its first row and shape), and the calls.
+        let alone: Vec<(usize, AttentionShape)> = lengths
+            .iter()
+            .scan(0usize, |offset, &len| {
+                *offset += len as usize;
+                Some((*offset - len as usize, shape(len, 0, hq, hkv, hd)))
+            })
+            .collect();
+        let calls = [(0, 1, 7), (7, 3, 13), (46, 1, 1), (47, 1, 70)].map(|(o, n, len)| shape(len, 0, hq, hkv, hd).packed(o, n, rows));
+        let mut forward = vec![AttentionPath::Tiled, AttentionPath::Decode, AttentionPath::Auto];
+        if subgroup_lanes(&gpu, hd).is_some() {
+            forward.push(AttentionPath::Subgroup);
+        }
+        for path in forward {
+            let ob = upload(&gpu, "out", &vec![f32::NAN; n * qw])?;
+            let lb = upload(&gpu, "lse", &vec![f32::NAN; n * hq as usize])?;
+            let mut batch = gpu.batch();
+            for s in calls {
+                attention_forward_path(&mut batch, &qb, &kb, &vb, &ob, &lb, s, path).await?;
+            }
+            batch.submit()?;
+            let (out, lse) = (gpu.read_f32_prefix(&ob, n * qw).await?, gpu.read_f32_prefix(&lb, n * hq as usize).await?);
+            for &(o, s) in &alone {
+                let len = s.n_query as usize;
+                let (want_out, want_lse) =
+                    attention_forward_cpu(&q[o * qw..(o + len) * qw], &k[o * kw..(o + len) * kw], &v[o * kw..(o + len) * kw], s);
+                let what = format!("{path:?} at {o}");
+                gradcheck::assert_close(&format!("{what} out"), &out[o * qw..(o + len) * qw], &to_f64(&want_out), 1e-5, 1e-4);
+                for h in 0..hq as usize {
+                    let got = &lse[h * n + o..h * n + o + len];
+                    gradcheck::assert_close(&format!("{what} lse"), got, &to_f64(&want_lse[h * len..(h + 1) * len]), 1e-5, 1e-5);
+                }
+            }
+        }
+        let ob = gpu.buffer("out", 4 * (n * qw) as u64)?;
+        let lb = gpu.buffer("lse", 4 * (n * hq as usize) as u64)?;
+        let mut batch = gpu.batch();
+        for s in calls {
+            attention_forward(&mut batch, &qb, &kb, &vb, &ob, &lb, s).await?;
+        }
+        batch.submit()?;
+        for path in paths(&gpu, hd) {
+            let dqb = upload(&gpu, "dq", &vec![f32::NAN; n * qw])?;
+            let (dkb, dvb) = (upload(&gpu, "dk", &vec![f32::NAN; n * kw])?, upload(&gpu, "dv", &vec![f32::NAN; n * kw])?);
+            let buffers =
+                BackwardBuffers { q: &qb, k_cache: &kb, v_cache: &vb, out: &ob, dout: &db, lse: &lb, dq: &dqb, dk: &dkb, dv: &dvb };
+            let mut batch = gpu.batch();
+            for s in calls {
+                attention_backward_path(&mut batch, buffers, s, path).await?;
+            }
+            batch.submit()?;
+            let dq = gpu.read_f32_prefix(&dqb, n * qw).await?;
+            let (dk, dv) = (gpu.read_f32_prefix(&dkb, n * kw).await?, gpu.read_f32_prefix(&dvb, n * kw).await?);
+            for &(o, s) in &alone {
+                let len = s.n_query as usize;
+                let (q, k, v, d) =
+                    (&q[o * qw..(o + len) * qw], &k[o * kw..(o + len) * kw], &v[o * kw..(o + len) * kw], &dout[o * qw..(o + len) * qw]);
+                let (wq, wk, wv) = attention_backward_cpu(q, k, v, d, s);
+                let what = format!("{path:?} at {o}");
+                // The one-token sequence's dq and dk are 0 by cancellation: rounding
+                // errors are measured against the largest gradient of the batch.
+                let big = |g: &[f32]| g.iter().fold(0.0f64, |m, x| m.max(x.abs() as f64));
+                check_grad_summed(&format!("{what} dq"), &dq[o * qw..(o + len) * qw], &to_f64(&wq), big(&dq));
+                check_grad_summed(&format!("{what} dk"), &dk[o * kw..(o + len) * kw], &to_f64(&wk), big(&dk));
+                check_grad(&format!("{what} dv"), &dv[o * kw..(o + len) * kw], &to_f64(&wv));
+            }
+        }
+        Ok(())
+    })
 }
 
 #[test]

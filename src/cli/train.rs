@@ -16,7 +16,7 @@ use classtune::kernels::adamw::AdamW;
 use classtune::model::{LoraWeights, Model};
 use classtune::tokenizer::Tokenizer;
 use classtune::train::run::{Dataset, Report, RunOptions, Runner, Tokens};
-use classtune::train::{Decay, OptimizerOptions, Schedule, Trainer};
+use classtune::train::{default_pass_tokens, Decay, OptimizerOptions, Schedule, Trainer};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -37,6 +37,8 @@ pub struct TrainArgs {
     pub preset: Option<String>,
     pub system_prompt: Option<String>,
     pub recompute: bool,
+    /// Tokens per pass (None: the longest sequence); never fewer than the longest.
+    pub pass_tokens: Option<usize>,
     /// Continue this checkpoint's run (its settings replace the ones above).
     pub resume: Option<PathBuf>,
     /// Write `checkpoint.safetensors` every this many steps (and at the end).
@@ -108,11 +110,12 @@ pub async fn train(mut args: TrainArgs) -> Result<()> {
     let model = Model::load_with_header(&gpu, &file, &gguf).await.map_err(|e| format!("{}: {e}", args.model.display()))?;
     let total = args.run.total_steps(data.train.len());
     let longest = data.train.iter().chain(&data.validation).map(|t| t.ids.len()).max().unwrap_or(1);
+    let pass_tokens = args.pass_tokens.unwrap_or_else(|| default_pass_tokens(&gpu, longest, args.run.batch)).max(longest);
     let (mut trainer, options, best) = match &resume {
         Some(ckpt) => {
             ckpt.check_matches(&base, &data_sha256)?;
             let m = &ckpt.meta;
-            let t = Trainer::restore(&gpu, &model, &m.lora, m.optimizer.clone(), &ckpt.state, longest, args.recompute)?;
+            let t = Trainer::restore(&gpu, &model, &m.lora, m.optimizer.clone(), &ckpt.state, pass_tokens, args.recompute)?;
             (t, m.optimizer.clone(), m.best_val_loss)
         }
         None => {
@@ -126,11 +129,11 @@ pub async fn train(mut args: TrainArgs) -> Result<()> {
                 Some(adapter) => LoraWeights::from_adapter(&gpu, &model.config, adapter)?,
                 None => LoraWeights::init(&gpu, &model.config, &args.lora, args.run.seed)?,
             };
-            (Trainer::new(&gpu, &model, lora, options.clone(), longest, args.recompute)?, options, None)
+            (Trainer::new(&gpu, &model, lora, options.clone(), pass_tokens, args.recompute)?, options, None)
         }
     };
     eprintln!(
-        "training {} LoRA values (rank {}, alpha {}, {}) on {} with {} train / {} validation examples, {} steps; GPU memory {:.1} MiB; set up in {:.1} s",
+        "training {} LoRA values (rank {}, alpha {}, {}) on {} with {} train / {} validation examples, {} steps, up to {} tokens a pass{}; GPU memory {:.1} MiB; set up in {:.1} s",
         trainer.lora().len(),
         args.lora.rank,
         args.lora.alpha,
@@ -139,6 +142,8 @@ pub async fn train(mut args: TrainArgs) -> Result<()> {
         data.train.len(),
         data.validation.len(),
         total,
+        pass_tokens,
+        if args.recompute { " (recomputed)" } else { "" },
         gpu.memory().live_bytes() as f64 / (1 << 20) as f64,
         started.elapsed().as_secs_f64()
     );

@@ -145,13 +145,13 @@ impl Model {
                 &cache.v[i],
                 &a.att,
                 &a.lse,
-                attention::AttentionShape {
-                    n_query: tt,
-                    past_len: past as u32,
-                    n_head: c.n_heads as u32,
-                    n_kv_head: c.n_kv_heads as u32,
-                    head_dim: c.head_dim as u32,
-                },
+                attention::AttentionShape::new(
+                    tt,
+                    past as u32,
+                    c.n_heads as u32,
+                    c.n_kv_heads as u32,
+                    c.head_dim as u32,
+                ),
             )
             .await?;
             matmul::matmul_add(batch, &a.att, &l.wo, None, &a.x, tt).await?;

@@ -1,6 +1,7 @@
-//! One sequence through the model with LoRA: the forward pass that keeps what the
-//! backward needs, the causal-LM loss with the lm_head in vocabulary chunks, and the
-//! backward pass that accumulates the LoRA gradients. The frozen base weights stay
+//! One pass through the model with LoRA, over one sequence or several packed one after
+//! another (each attends to its own tokens alone and its positions start at 0): the
+//! forward pass that keeps what the backward needs, the causal-LM loss with the lm_head
+//! in vocabulary chunks, and the backward pass that accumulates the LoRA gradients. The frozen base weights stay
 //! quantized; their input gradients dequantize in the shader.
 //!
 //! Activation recomputation: with it, only each layer's input is kept and a layer's
@@ -17,7 +18,7 @@ use crate::kernels::matmul::{self, Weight};
 use crate::kernels::{rmsnorm, rope, swiglu};
 use crate::model::{Config, LoraWeights, Model};
 
-use super::TrainError;
+use super::{Sequence, TrainError};
 
 /// Largest vocabulary chunk of the lm_head per dispatch (the cross-entropy kernels' limit).
 const MAX_VOCAB_CHUNK: usize = 16384;
@@ -97,7 +98,7 @@ struct Grads {
     dropped: Option<(Buffer, Buffer)>,
 }
 
-/// Every buffer of a training pass over sequences of up to `max_tokens` tokens.
+/// Every buffer of a training pass over up to `max_tokens` tokens.
 pub(crate) struct Workspace {
     max_tokens: usize,
     ids: Buffer,
@@ -205,11 +206,14 @@ impl Workspace {
     }
 }
 
-/// One sequence's pass: the model, its adapter, the workspace and the sequence length.
+/// One pass: the model, its adapter, the workspace and the packed sequences' lengths.
 pub(crate) struct Pass<'a> {
     pub model: &'a Model,
     pub lora: &'a LoraWeights,
     pub ws: &'a Workspace,
+    /// The lengths of the sequences packed into the pass, in order.
+    pub lengths: Vec<usize>,
+    /// Their sum.
     pub tokens: usize,
     /// Positions with a target (the loss is computed on these alone).
     pub scored: usize,
@@ -218,22 +222,31 @@ pub(crate) struct Pass<'a> {
 }
 
 impl Pass<'_> {
-    /// Writes the token ids, positions and next-token targets: position t predicts
-    /// ids[t + 1] where `mask[t + 1]` is set (the last position predicts nothing). Only
-    /// those positions are scored: the lm_head and the loss run on their rows alone.
-    pub(crate) fn upload(&self, gpu: &Gpu, ids: &[u32], mask: &[u8]) -> Result<(), TrainError> {
+    /// Writes the packed sequences' token ids, positions and next-token targets: in each
+    /// sequence position t predicts ids[t + 1] where `mask[t + 1]` is set (its last
+    /// position predicts nothing). Only those positions are scored: the lm_head and the
+    /// loss run on their rows alone.
+    pub(crate) fn upload(&self, gpu: &Gpu, seqs: &[Sequence<'_>]) -> Result<(), TrainError> {
         let c = &self.model.config;
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= c.vocab) {
-            return Err(TrainError::Config(format!("token id {id} is outside the vocabulary of {}", c.vocab)));
+        let (mut ids, mut positions, mut keep) = (Vec::new(), Vec::new(), Vec::new());
+        for seq in seqs {
+            if let Some(&id) = seq.ids.iter().find(|&&id| id as usize >= c.vocab) {
+                return Err(TrainError::Config(format!("token id {id} is outside the vocabulary of {}", c.vocab)));
+            }
+            let n = seq.ids.len();
+            ids.extend_from_slice(seq.ids);
+            positions.extend(0..n as u32);
+            keep.extend((0..n).map(|t| t + 1 < n && seq.mask[t + 1] != 0));
         }
-        let n = ids.len();
-        let positions: Vec<u32> = (0..n as u32).collect();
-        let (scored, slots) = gather::gather_rows_index((0..n).map(|t| t + 1 < n && mask[t + 1] != 0));
+        if ids.len() != self.tokens {
+            return Err(TrainError::Config(format!("{} tokens, the pass expects {}", ids.len(), self.tokens)));
+        }
+        let (scored, slots) = gather::gather_rows_index(keep);
         if scored.len() != self.scored {
             return Err(TrainError::Config(format!("{} scored positions, the pass expects {}", scored.len(), self.scored)));
         }
         let targets: Vec<u32> = scored.iter().map(|&t| ids[t as usize + 1]).collect();
-        gpu.write(&self.ws.ids, 0, bytemuck::cast_slice(ids))?;
+        gpu.write(&self.ws.ids, 0, bytemuck::cast_slice(&ids))?;
         gpu.write(&self.ws.pos, 0, bytemuck::cast_slice(&positions))?;
         gpu.write(&self.ws.scored, 0, bytemuck::cast_slice(&scored))?;
         gpu.write(&self.ws.slots, 0, bytemuck::cast_slice(&slots))?;
@@ -333,7 +346,9 @@ impl Pass<'_> {
         let keys = rope::KeyRows { heads: c.n_kv_heads as u32, offset: 0 };
         let (heads, hd) = (c.n_heads as u32, c.head_dim as u32);
         rope::rope_forward_qk(batch, &a.q, &a.k, keys, &ws.pos, &self.model.inv_freq, t, heads, hd, self.model.rope_style()).await?;
-        attention::attention_forward(batch, &a.q, &a.k, &a.v, &a.att, &a.lse, self.attention_shape()).await?;
+        for shape in self.attention_shapes() {
+            attention::attention_forward(batch, &a.q, &a.k, &a.v, &a.att, &a.lse, shape).await?;
+        }
         self.project(batch, i, Target::O, &a.att, &l.wo, None, &ws.x, true).await?;
         batch.copy(&ws.x, 0, &a.h1, 0, (self.tokens * c.hidden * 4) as u64)?;
         rmsnorm::rmsnorm_forward(batch, &ws.x, &l.ffn_norm, &a.xn2, &a.rstd2, t, d, c.rms_eps).await?;
@@ -344,15 +359,23 @@ impl Pass<'_> {
         Ok(())
     }
 
-    fn attention_shape(&self) -> AttentionShape {
+    /// The attention calls of the packed sequences: one per run of consecutive sequences
+    /// of the same length (one dispatch covers them all: on a GPU, four sequences of 256
+    /// fill it where one leaves it mostly idle).
+    fn attention_shapes(&self) -> Vec<AttentionShape> {
         let c = &self.model.config;
-        AttentionShape {
-            n_query: self.tokens as u32,
-            past_len: 0,
-            n_head: c.n_heads as u32,
-            n_kv_head: c.n_kv_heads as u32,
-            head_dim: c.head_dim as u32,
+        let (heads, kv_heads, hd) = (c.n_heads as u32, c.n_kv_heads as u32, c.head_dim as u32);
+        let mut shapes: Vec<AttentionShape> = Vec::new();
+        let mut offset = 0;
+        for &n in &self.lengths {
+            let n = n as u32;
+            match shapes.last_mut() {
+                Some(last) if last.n_query == n => last.seqs += 1,
+                _ => shapes.push(AttentionShape::new(n, 0, heads, kv_heads, hd).packed(offset, 1, self.tokens as u32)),
+            }
+            offset += n;
         }
+        shapes
     }
 
     /// The vocabulary chunks of the lm_head: (first row, rows).
@@ -460,8 +483,10 @@ impl Pass<'_> {
         rmsnorm::rmsnorm_backward(batch, &a.h1, &l.ffn_norm, &a.rstd2, &g.dxn, &g.dh, t, d, true).await?;
         // Attention: h1 = h0 + o(attention(rope(q(xn1)), rope(k(xn1)), v(xn1))).
         self.project_backward(batch, i, Target::O, &a.att, &l.wo, &g.dh, &g.datt, false).await?;
-        attention::attention_backward(batch, &a.q, &a.k, &a.v, &a.att, &g.datt, &a.lse, &g.dq, &g.dk, &g.dv, self.attention_shape())
-            .await?;
+        for shape in self.attention_shapes() {
+            attention::attention_backward(batch, &a.q, &a.k, &a.v, &a.att, &g.datt, &a.lse, &g.dq, &g.dk, &g.dv, shape)
+                .await?;
+        }
         let (heads, kv_heads, hd) = (c.n_heads as u32, c.n_kv_heads as u32, c.head_dim as u32);
         let style = self.model.rope_style();
         rope::rope_backward(batch, &g.dq, &ws.pos, &self.model.inv_freq, t, heads, hd, style).await?;

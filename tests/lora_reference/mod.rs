@@ -73,7 +73,6 @@ pub async fn check_gradients(gpu: &Gpu, model: &Model, f: &LoraFixture<'_>) -> f
     // The gradients carry PEFT's key names, so the adapter reader brings them into
     // GGUF space (Q/K rows permuted for llama) exactly as it does the weights.
     let want = from_peft(f.grads, f.grad_adapter.config, &model.config).unwrap();
-    let lora = LoraWeights::from_adapter(gpu, &model.config, &adapter).unwrap();
     let options = OptimizerOptions {
         schedule: Schedule { lr: 0.0, warmup: 0, total: 1, decay: Decay::Constant },
         adamw: AdamW::default(),
@@ -85,18 +84,26 @@ pub async fn check_gradients(gpu: &Gpu, model: &Model, f: &LoraFixture<'_>) -> f
     let seqs = as_seqs(&data);
     let total: usize = seqs.iter().map(Sequence::targets).sum();
     assert_eq!(total as u64, f.json["grad"]["n_targets"].as_u64().unwrap());
-    let trainer = Trainer::new(gpu, model, lora, options, longest, true).unwrap();
-    let loss = trainer.accumulate(gpu, &seqs, total).await.unwrap() / total as f64;
-    let want_loss = f.json["grad"]["loss"].as_f64().unwrap();
-    assert!((loss - want_loss).abs() < 1e-4 * want_loss.abs(), "{name}: loss {loss} vs PyTorch {want_loss}");
-    let got = trainer.lora().gradients(gpu).await.unwrap();
+    // One pass per sequence, then all of them packed into one pass.
+    let packed = data.iter().map(|(ids, _)| ids.len()).sum();
     let mut worst = (0.0f64, String::new());
-    for (g, w) in got.pairs.iter().zip(&want.pairs) {
-        assert_eq!((g.layer, g.target), (w.layer, w.target));
-        for (which, gv, wv) in [("A", &g.a, &w.a), ("B", &g.b, &w.b)] {
-            let e = relative_error(gv, wv);
-            if e > worst.0 {
-                worst = (e, format!("layer {} {} {which}", g.layer, g.target.short()));
+    for pass_tokens in [longest, packed] {
+        let lora = LoraWeights::from_adapter(gpu, &model.config, &adapter).unwrap();
+        let trainer = Trainer::new(gpu, model, lora, options.clone(), pass_tokens, true).unwrap();
+        let loss = trainer.accumulate(gpu, &seqs, total).await.unwrap() / total as f64;
+        let want_loss = f.json["grad"]["loss"].as_f64().unwrap();
+        assert!(
+            (loss - want_loss).abs() < 1e-4 * want_loss.abs(),
+            "{name}, passes of {pass_tokens} tokens: loss {loss} vs PyTorch {want_loss}"
+        );
+        let got = trainer.lora().gradients(gpu).await.unwrap();
+        for (g, w) in got.pairs.iter().zip(&want.pairs) {
+            assert_eq!((g.layer, g.target), (w.layer, w.target));
+            for (which, gv, wv) in [("A", &g.a, &w.a), ("B", &g.b, &w.b)] {
+                let e = relative_error(gv, wv);
+                if e > worst.0 {
+                    worst = (e, format!("layer {} {} {which}, passes of {pass_tokens} tokens", g.layer, g.target.short()));
+                }
             }
         }
     }
@@ -130,8 +137,9 @@ pub async fn check_curve(gpu: &Gpu, model: &Model, f: &LoraFixture<'_>, steps: u
         seed: 0,
     };
     let data = f.sequences("curve");
+    // Passes of two longest sequences: the shorter ones of a batch are packed together.
     let longest = data.iter().map(|(ids, _)| ids.len()).max().unwrap();
-    let mut trainer = Trainer::new(gpu, model, lora, options, longest, false).unwrap();
+    let mut trainer = Trainer::new(gpu, model, lora, options, 2 * longest, false).unwrap();
     let (losses, lrs, norms) = (f.floats("losses"), f.floats("lrs"), f.floats("grad_norms"));
     let mut worst = 0f64;
     for s in 0..steps.min(all) {

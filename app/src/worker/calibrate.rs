@@ -1,11 +1,14 @@
 //! The run's duration, estimated before its first step: a forward and backward pass
 //! over the first few tokens of a real example compiles the training shaders (seconds
-//! on a CPU-emulated GPU) and is not counted; then the whole example's pass is timed,
-//! the pace the estimate scales by tokens to every step and validation pass of the
-//! plan. The gradients are cleared afterwards, so the run is the same as without it.
+//! on a CPU-emulated GPU) and is not counted; then a pass is timed, the pace the
+//! estimate scales by tokens to every step and validation pass of the plan. On a
+//! hardware GPU that is the first step's first pass, its examples packed as the trainer
+//! packs them (packing is what makes it fast there); on a CPU-emulated one, the first
+//! example alone (as fast per token as any packing, and a pass takes a minute there). The gradients are cleared afterwards, so the run is
+//! the same as without it.
 
 use classtune::gpu::Gpu;
-use classtune::train::run::{Dataset, RunOptions};
+use classtune::train::run::{Dataset, RunOptions, Tokens};
 use classtune::train::{Sequence, Trainer};
 
 use super::EngineWorker;
@@ -19,7 +22,7 @@ const FORWARD_SHARE: f64 = 0.5;
 const WARMUP_TOKENS: usize = 8;
 
 impl EngineWorker {
-    /// Times the first training example and posts [`FromWorker::Calibration`].
+    /// Times the first training pass and posts [`FromWorker::Calibration`].
     pub(super) async fn calibrate(
         &self,
         trainer: &Trainer<'_>,
@@ -28,24 +31,39 @@ impl EngineWorker {
         run: &RunOptions,
         total_steps: usize,
     ) -> Result<(), String> {
-        let Some(first) = run.batch_indices(data.train.len(), 0).first().and_then(|&i| data.train.get(i)) else {
+        let step: Vec<Sequence<'_>> = run
+            .batch_indices(data.train.len(), 0)
+            .into_iter()
+            .filter_map(|i| data.train.get(i))
+            .map(Tokens::sequence)
+            .filter(|s| s.targets() > 0)
+            .collect();
+        let Some(first) = step.first() else {
             return Ok(());
         };
+        // A pass holds the longest example, so at least the first.
+        let limit = if gpu.is_software() { first.ids.len() } else { trainer.pass_tokens() };
+        let (mut count, mut tokens) = (0, 0);
+        while let Some(seq) = step.get(count).filter(|s| tokens + s.ids.len() <= limit) {
+            tokens += seq.ids.len();
+            count += 1;
+        }
+        let pass = &step[..count];
         let short = first.ids.len().min(WARMUP_TOKENS);
         // Every token a target: a chat example's first tokens (its system prompt) are
         // not, and a pass without targets is skipped.
         let all = vec![1u8; short];
         let warmup = Sequence { ids: &first.ids[..short], mask: &all };
-        let whole = first.sequence();
         let mut seconds = [0.0; 2];
-        for (slot, seq) in seconds.iter_mut().zip([warmup, whole]) {
+        for (slot, seqs) in seconds.iter_mut().zip([&[warmup][..], pass]) {
+            let targets = seqs.iter().map(Sequence::targets).sum::<usize>().max(1);
             let started = js_sys::Date::now();
-            trainer.accumulate(gpu, &[seq], seq.targets().max(1)).await.map_err(|e| e.to_string())?;
+            trainer.accumulate(gpu, seqs, targets).await.map_err(|e| e.to_string())?;
             *slot = (js_sys::Date::now() - started) / 1000.0;
         }
         trainer.zero_grad(gpu).map_err(|e| e.to_string())?;
 
-        let tokens = first.ids.len().max(1);
+        let tokens = tokens.max(1);
         let per_token = seconds[1] / tokens as f64;
         let mean = |split: &[classtune::train::run::Tokens]| {
             split.iter().map(|t| t.ids.len()).sum::<usize>() as f64 / split.len().max(1) as f64

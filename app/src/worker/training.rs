@@ -20,7 +20,7 @@ use classtune::kernels::adamw::AdamW;
 use classtune::model::LoraWeights;
 use classtune::train::checkpoint::{data_digest, TrainState};
 use classtune::train::run::{Dataset, RunOptions, Runner};
-use classtune::train::{Decay, OptimizerOptions, Schedule, Trainer};
+use classtune::train::{default_pass_tokens, Decay, OptimizerOptions, Schedule, Trainer};
 
 use super::{course, persist, probe, EngineWorker, Loaded};
 use crate::protocol::{DataSettings, FromWorker, StepProgress, TrainPhase, TrainSettings, TrainingPlan};
@@ -33,8 +33,10 @@ const EVALUATIONS: usize = 10;
 const EVALUATION_SHARE: f64 = 0.2;
 /// Fraction of the steps warming the learning rate up.
 const WARMUP: f64 = 0.05;
-/// Sequences at least this long keep only layer inputs and recompute the rest in the
-/// backward pass, to fit a browser's memory.
+/// Passes of at least this many tokens keep only layer inputs and recompute the rest in
+/// the backward pass, to fit a browser's memory (a pass of 1,024 SmolLM2 tokens keeps
+/// 1.36 GiB of activations otherwise; on an H100, four packed sequences of 256 with
+/// recomputation still train 1.4× as fast as one pass per sequence without it).
 const RECOMPUTE_FROM: usize = 1024;
 
 /// What the training loop does after its current step.
@@ -316,12 +318,13 @@ impl EngineWorker {
         self.spare.borrow_mut().take();
         self.imported.set(None);
         let Ok(model) = loaded.model.try_borrow() else { return Ending::Failed("the model is in use".into()) };
-        let recompute = longest >= RECOMPUTE_FROM;
+        let pass_tokens = default_pass_tokens(gpu, longest, run.batch);
+        let recompute = pass_tokens >= RECOMPUTE_FROM;
         let trainer = match &state {
-            Some(state) => Trainer::restore(gpu, &model, &lora, optimizer.clone(), state, longest, recompute),
+            Some(state) => Trainer::restore(gpu, &model, &lora, optimizer.clone(), state, pass_tokens, recompute),
             None => LoraWeights::init(gpu, &model.config, &lora, run.seed)
                 .map_err(Into::into)
-                .and_then(|weights| Trainer::new(gpu, &model, weights, optimizer.clone(), longest, recompute)),
+                .and_then(|weights| Trainer::new(gpu, &model, weights, optimizer.clone(), pass_tokens, recompute)),
         };
         let mut trainer = match trainer {
             Ok(t) => t,

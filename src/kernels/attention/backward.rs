@@ -2,7 +2,7 @@
 //! attention.wgsl and the subgroup one in shaders/attention_backward.wgsl.
 
 use super::{
-    backward_module, check_heads, keys_per_tile, module, subgroup_lanes, AttentionShape, Params, LOOP_BUDGET, TILE_ROWS,
+    backward_module, check_heads, check_rows, keys_per_tile, module, subgroup_lanes, AttentionShape, Params, LOOP_BUDGET, TILE_ROWS,
 };
 use crate::gpu::{batch::grid, Batch, Buffer, GpuError, Kernel};
 use crate::kernels::add::ensure_len;
@@ -85,7 +85,7 @@ const DS_BYTES: u64 = 32 << 20;
 /// run: rows of more than [`MAX_CHUNKS`] pieces, four queries past the loop budget or
 /// the dS scratch, or a query pass over all keys past the loop budget.
 fn subgroup_chunk(shape: &AttentionShape, lanes: u32, binding_limit: u64) -> Option<u32> {
-    let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim } = *shape;
+    let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim, .. } = *shape;
     if head_dim / 4 / lanes > MAX_CHUNKS {
         return None;
     }
@@ -158,14 +158,15 @@ pub async fn attention_backward_path(
 ) -> Result<(), GpuError> {
     const NAME: &str = "attention_backward";
     check_heads(NAME, &shape)?;
+    check_rows(NAME, &shape)?;
     let BackwardBuffers { q, k_cache, v_cache, out, dout, lse, dq, dk, dv } = buffers;
-    let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim } = shape;
-    let (t, hd) = (n_query as u64, head_dim as u64);
-    let keys = past_len as u64 + t;
+    let AttentionShape { n_query, past_len, n_head, head_dim, rows, .. } = shape;
+    let ((t, keys), hd) = (shape.rows_used(), head_dim as u64);
+    let n_kv_head = shape.n_kv_head;
     for (name, buffer) in [("q", q), ("out", out), ("dout", dout), ("dq", dq)] {
         ensure_len(NAME, name, buffer, t * n_head as u64 * hd)?;
     }
-    ensure_len(NAME, "lse", lse, n_head as u64 * t)?;
+    ensure_len(NAME, "lse", lse, n_head as u64 * rows as u64)?;
     for (name, buffer) in [("k_cache", k_cache), ("v_cache", v_cache), ("dk", dk), ("dv", dv)] {
         ensure_len(NAME, name, buffer, keys * n_kv_head as u64 * hd)?;
     }
@@ -183,7 +184,7 @@ pub async fn attention_backward_path(
             ("dv", dv),
         ],
     )?;
-    if n_head == 0 || keys == 0 {
+    if n_head == 0 || past_len as u64 + n_query as u64 == 0 {
         return Ok(());
     }
     let gpu = batch.gpu();
@@ -215,7 +216,7 @@ pub async fn attention_backward_path(
 /// several dispatches that add up.
 async fn backward_tiled(batch: &mut Batch<'_>, b: BackwardBuffers<'_>, shape: AttentionShape) -> Result<(), GpuError> {
     const NAME: &str = "attention_backward";
-    let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim } = shape;
+    let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim, offset, seqs, rows } = shape;
     let group = n_head / n_kv_head;
     let span = backward_span(head_dim);
     // One key dispatch covers this many queries, one query dispatch this many keys.
@@ -235,13 +236,13 @@ async fn backward_tiled(batch: &mut Batch<'_>, b: BackwardBuffers<'_>, shape: At
     };
     let query_pass = gpu.pipeline(&kernel("attention_backward_query")).await?;
     let key_pass = gpu.pipeline(&kernel("attention_backward_kv")).await?;
-    // (lse, D) per row; n_query * n_head < 2^25 since q fits one binding.
-    let stats = gpu.scratch("attention_stats", 8 * (n_query as u64 * n_head as u64).max(1))?;
+    // (lse, D) per row of every sequence; fewer than 2^25 since q fits one binding.
+    let stats = gpu.scratch("attention_stats", 8 * (seqs as u64 * n_query as u64 * n_head as u64).max(1))?;
     let keys = past_len + n_query;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let base = Params { n_query, past_len, n_head, n_kv_head, scale, lo: 0, hi: 0, accumulate: 0 };
+    let base = Params { n_query, past_len, n_head, n_kv_head, scale, lo: 0, hi: 0, accumulate: 0, offset, rows, seqs };
     if n_query > 0 {
-        let groups = (n_query * group).div_ceil(TILE_ROWS) * n_kv_head;
+        let groups = (n_query * group).div_ceil(TILE_ROWS) * n_kv_head * seqs;
         let bindings = [
             b.q.into(),
             b.k_cache.into(),
@@ -259,7 +260,7 @@ async fn backward_tiled(batch: &mut Batch<'_>, b: BackwardBuffers<'_>, shape: At
     }
     // At least one key dispatch: with no queries it writes the zero gradient of the
     // cached keys.
-    let groups = keys.div_ceil(KEY_BLOCK) * n_kv_head;
+    let groups = keys.div_ceil(KEY_BLOCK) * n_kv_head * seqs;
     let bindings =
         [b.q.into(), b.k_cache.into(), b.v_cache.into(), b.dout.into(), (&stats).into(), b.dk.into(), b.dv.into()];
     let mut lo = 0u32;
@@ -285,7 +286,7 @@ async fn backward_subgroup(
     lanes: u32,
     chunk: u32,
 ) -> Result<(), GpuError> {
-    let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim } = shape;
+    let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim, offset, seqs, rows } = shape;
     let group = n_head / n_kv_head;
     let gpu = batch.gpu();
     let kernel = |entry| {
@@ -306,33 +307,38 @@ async fn backward_subgroup(
     let ds_len = n_head as u64 * chunk as u64 * keys.next_multiple_of(block) as u64;
     let ds = gpu.scratch("attention_ds", 4 * ds_len)?;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let base = Params { n_query, past_len, n_head, n_kv_head, scale, lo: 0, hi: n_query, accumulate: 0 };
-    let bindings = [b.out.into(), b.lse.into(), b.dout.into(), (&stats).into()];
-    batch.dispatch(&stats_pass, &base, &bindings, grid((n_head * quads).div_ceil(64)))?;
     let key_groups = keys.div_ceil(block) * n_kv_head;
-    for lo in (0..n_query).step_by(chunk as usize) {
-        let hi = (lo + chunk).min(n_query);
-        let params = Params { lo, hi, accumulate: (lo > 0) as u32, ..base };
-        let bindings = [
-            b.q.into(),
-            b.k_cache.into(),
-            b.v_cache.into(),
-            b.dout.into(),
-            (&stats).into(),
-            b.dk.into(),
-            b.dv.into(),
-            (&ds).into(),
-        ];
-        batch.dispatch(&key_pass, &params, &bindings, grid(key_groups))?;
-        let bindings = [(&ds).into(), b.k_cache.into(), b.dq.into()];
-        batch.dispatch(&query_pass, &params, &bindings, grid(((hi - lo) * group).div_ceil(block) * n_kv_head))?;
+    // The scratch holds one sequence's stats and dS: a dispatch chain per sequence.
+    for s in 0..seqs {
+        let offset = offset + s * n_query;
+        let base = Params { n_query, past_len, n_head, n_kv_head, scale, lo: 0, hi: n_query, accumulate: 0, offset, rows, seqs: 1 };
+        let bindings = [b.out.into(), b.lse.into(), b.dout.into(), (&stats).into()];
+        batch.dispatch(&stats_pass, &base, &bindings, grid((n_head * quads).div_ceil(64)))?;
+        for lo in (0..n_query).step_by(chunk as usize) {
+            let hi = (lo + chunk).min(n_query);
+            let params = Params { lo, hi, accumulate: (lo > 0) as u32, ..base };
+            let bindings = [
+                b.q.into(),
+                b.k_cache.into(),
+                b.v_cache.into(),
+                b.dout.into(),
+                (&stats).into(),
+                b.dk.into(),
+                b.dv.into(),
+                (&ds).into(),
+            ];
+            batch.dispatch(&key_pass, &params, &bindings, grid(key_groups))?;
+            let bindings = [(&ds).into(), b.k_cache.into(), b.dq.into()];
+            batch.dispatch(&query_pass, &params, &bindings, grid(((hi - lo) * group).div_ceil(block) * n_kv_head))?;
+        }
     }
     batch.retain([stats, ds]);
     Ok(())
 }
 
-/// CPU reference of [`attention_backward`]: `(dq, dk, dv)` from `dout`, with dk and dv
-/// over rows `0 .. past_len + n_query`. Recomputes the forward in f64 (scores, softmax,
+/// CPU reference of [`attention_backward`] on one sequence's own buffers (`offset` and
+/// `rows` are not read): `(dq, dk, dv)` from `dout`, with dk and dv over rows
+/// `0 .. past_len + n_query`. Recomputes the forward in f64 (scores, softmax,
 /// `out`) and accumulates in f64 with plain loops.
 pub fn attention_backward_cpu(
     q: &[f32],
@@ -341,7 +347,7 @@ pub fn attention_backward_cpu(
     dout: &[f32],
     shape: AttentionShape,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim } = shape;
+    let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim, .. } = shape;
     let (t_n, hq, hkv, hd) = (n_query as usize, n_head as usize, n_kv_head as usize, head_dim as usize);
     let keys = past_len as usize + t_n;
     let group = hq / hkv.max(1);
@@ -385,13 +391,7 @@ mod tests {
     /// pieces or a query pass past the loop budget.
     #[test]
     fn subgroup_backward_chunks() {
-        let shape = |n_query, past_len, n_head, n_kv_head, head_dim| super::AttentionShape {
-            n_query,
-            past_len,
-            n_head,
-            n_kv_head,
-            head_dim,
-        };
+        let shape = super::AttentionShape::new;
         let limit = 128 << 20;
         assert_eq!(super::subgroup_chunk(&shape(1024, 0, 9, 3, 64), 8, limit), Some(512));
         assert_eq!(super::subgroup_chunk(&shape(256, 0, 9, 3, 64), 8, limit), Some(256));

@@ -54,6 +54,15 @@ const TILE_ROWS: u32 = 64;
 /// Shape of one attention call. Query `t` sits at absolute position `past_len + t`
 /// and attends to keys `0 ..= past_len + t`; the caller has written K/V rows
 /// `past_len .. past_len + n_query` into the caches before the call.
+///
+/// Sequences packed one after another into the same buffers (training packs them, each
+/// attending to itself alone) are given by `offset` and `seqs`: the call covers `seqs`
+/// sequences of `n_query` queries each, sequence `s` from row `b = offset + s · n_query`:
+/// its query `t` is row `b + t` of q, out, dout and dq, its key `j` row `b + j` of the
+/// caches, dk and dv, and lse is `[n_head, rows]` with its queries at columns `b + t`.
+/// More than one sequence needs `past_len` 0. Sequences of different lengths take a call
+/// each. A lone sequence has `offset` 0, `seqs` 1 and `rows == n_query`
+/// ([`AttentionShape::new`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttentionShape {
     pub n_query: u32,
@@ -61,6 +70,28 @@ pub struct AttentionShape {
     pub n_head: u32,
     pub n_kv_head: u32,
     pub head_dim: u32,
+    pub offset: u32,
+    pub seqs: u32,
+    pub rows: u32,
+}
+
+impl AttentionShape {
+    /// One sequence alone in its buffers.
+    pub fn new(n_query: u32, past_len: u32, n_head: u32, n_kv_head: u32, head_dim: u32) -> AttentionShape {
+        AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim, offset: 0, seqs: 1, rows: n_query }
+    }
+
+    /// `seqs` sequences of this shape's length packed from row `offset` of buffers of
+    /// `rows` rows.
+    pub fn packed(self, offset: u32, seqs: u32, rows: u32) -> AttentionShape {
+        AttentionShape { offset, seqs, rows, ..self }
+    }
+
+    /// Rows the buffers must hold up to this call's last query and key.
+    fn rows_used(&self) -> (u64, u64) {
+        let queries = self.offset as u64 + self.seqs as u64 * self.n_query as u64;
+        (queries, queries + self.past_len as u64)
+    }
 }
 
 /// Which kernel runs; both compute the same thing.
@@ -113,6 +144,9 @@ struct Params {
     hi: u32,
     /// Backward only: 1 adds to the gradients an earlier dispatch wrote.
     accumulate: u32,
+    offset: u32,
+    rows: u32,
+    seqs: u32,
 }
 
 /// Most loop iterations one invocation may run. llvmpipe (lavapipe, our CI device)
@@ -160,6 +194,22 @@ fn keys_per_tile(head_dim: u32) -> u32 {
     (2048 / head_dim.max(1) / 4 * 4).clamp(4, 32)
 }
 
+/// A packed call's queries must lie inside its lse rows; several sequences in one call
+/// must have no cached keys (their keys would overlap).
+fn check_rows(name: &'static str, shape: &AttentionShape) -> Result<(), GpuError> {
+    let (end, _) = shape.rows_used();
+    if end > shape.rows as u64 {
+        return Err(GpuError::shape(name, format!("queries {} .. {end} lie past the {} rows of lse", shape.offset, shape.rows)));
+    }
+    if shape.seqs == 0 || (shape.seqs > 1 && shape.past_len > 0) {
+        return Err(GpuError::shape(
+            name,
+            format!("{} sequences in one call with {} cached keys; one or more, and none cached for several", shape.seqs, shape.past_len),
+        ));
+    }
+    Ok(())
+}
+
 /// The head counts and `head_dim` every kernel of this module takes.
 fn check_heads(name: &'static str, shape: &AttentionShape) -> Result<(), GpuError> {
     let AttentionShape { n_head, n_kv_head, head_dim, .. } = *shape;
@@ -203,12 +253,12 @@ pub async fn attention_forward_path(
 ) -> Result<(), GpuError> {
     const NAME: &str = "attention_forward";
     check_heads(NAME, &shape)?;
-    let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim } = shape;
-    let (t, hd) = (n_query as u64, head_dim as u64);
-    let keys = past_len as u64 + t;
+    check_rows(NAME, &shape)?;
+    let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim, offset, seqs, rows } = shape;
+    let ((t, keys), hd) = (shape.rows_used(), head_dim as u64);
     ensure_len(NAME, "q", q, t * n_head as u64 * hd)?;
     ensure_len(NAME, "out", out, t * n_head as u64 * hd)?;
-    ensure_len(NAME, "lse", lse, n_head as u64 * t)?;
+    ensure_len(NAME, "lse", lse, n_head as u64 * rows as u64)?;
     ensure_len(NAME, "k_cache", k_cache, keys * n_kv_head as u64 * hd)?;
     ensure_len(NAME, "v_cache", v_cache, keys * n_kv_head as u64 * hd)?;
     if n_query == 0 || n_head == 0 {
@@ -263,19 +313,20 @@ pub async fn attention_forward_path(
     let kernel = kernel.with("HEAD_DIM", format!("{head_dim}u")).with("BK", format!("{}u", keys_per_tile(head_dim)));
     let pipeline = gpu.pipeline(&kernel).await?;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let params = Params { n_query, past_len, n_head, n_kv_head, scale, lo: 0, hi: 0, accumulate: 0 };
+    let params = Params { n_query, past_len, n_head, n_kv_head, scale, lo: 0, hi: 0, accumulate: 0, offset, rows, seqs };
     let bindings = [q.into(), k_cache.into(), v_cache.into(), out.into(), lse.into()];
-    batch.dispatch(&pipeline, &params, &bindings, grid(groups))
+    batch.dispatch(&pipeline, &params, &bindings, grid(groups * seqs))
 }
 
-/// CPU reference of [`attention_forward`]: returns `(out, lse)`; accumulates in f64.
+/// CPU reference of [`attention_forward`] on one sequence's own buffers (`offset` and
+/// `rows` are not read): returns `(out, lse)`; accumulates in f64.
 pub fn attention_forward_cpu(
     q: &[f32],
     k_cache: &[f32],
     v_cache: &[f32],
     shape: AttentionShape,
 ) -> (Vec<f32>, Vec<f32>) {
-    let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim } = shape;
+    let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim, .. } = shape;
     let (t_n, hq, hkv, hd) = (n_query as usize, n_head as usize, n_kv_head as usize, head_dim as usize);
     let group = hq / hkv;
     let scale = 1.0 / (hd as f64).sqrt();
