@@ -20,6 +20,11 @@
 // workgroup memory and no barrier. llvmpipe runs a workgroup's lanes as coroutines that
 // switch at every barrier: the shared tiles cost ~75 µs per 256-lane workgroup there
 // and took three quarters of a training step.
+//
+// On GPUs a product with few output tiles and a long contraction (u = x·Aᵀ has r = 16
+// columns; dA and dB sum over every token) would leave most of the GPU idle: the loader
+// splits K into ranges of k_split, each workgroup writes its range's partial sums to
+// slice `split` of a scratch buffer, and lora_reduce adds the slices into `out`.
 
 struct Params {
     m: u32,
@@ -35,7 +40,7 @@ struct Params {
     out_off: u32,    // out[m, n] = out[out_off + m * out_rs + n]
     out_rs: u32,
     alpha: f32,
-    _pad0: u32,
+    k_split: u32,    // the tiled path's K range per workgroup, a multiple of TILE
     _pad1: u32,
     _pad2: u32,
 }
@@ -74,19 +79,25 @@ fn lora_matmul(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) {
     }
 }
 
-// One 16 x 16 output tile per workgroup, one output per thread; K in steps of 16 (17
-// loop iterations per step, checked against lavapipe's loop cap on the Rust side).
+// One 16 x 16 output tile of one K range per workgroup, one output per thread; K in
+// steps of 16 (17 loop iterations per step, checked against lavapipe's loop cap on the
+// Rust side). Range `split` writes slice `split` of `out` (a single range: `out` itself).
 fn lora_tiled(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) {
     let tiles_n = (p.n + TILE - 1u) / TILE;
-    let g = group_index(wid, nwg);
+    let tiles = ((p.m + TILE - 1u) / TILE) * tiles_n;
+    let g_all = group_index(wid, nwg);
+    let split = g_all / tiles;
+    let g = g_all % tiles;
     let m0 = (g / tiles_n) * TILE;
     let n0 = (g % tiles_n) * TILE;
+    let k_lo = split * p.k_split;
     // Uniform per workgroup, so the barriers below stay legal.
-    if (m0 >= p.m) {
+    if (m0 >= p.m || k_lo >= p.k) {
         return;
     }
+    let k_hi = min(p.k, k_lo + p.k_split);
     var acc = 0.0;
-    for (var k0 = 0u; k0 < p.k; k0 += TILE) {
+    for (var k0 = k_lo; k0 < k_hi; k0 += TILE) {
         // Neighbouring threads load neighbouring words: along k when L is row-major,
         // along m when it is transposed; the same for R along n or k.
         if (p.lhs_cs == 1u) {
@@ -108,7 +119,7 @@ fn lora_tiled(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) {
     let m = m0 + lid.y;
     let n = n0 + lid.x;
     if (m < p.m && n < p.n) {
-        let at = p.out_off + m * p.out_rs + n;
+        let at = p.out_off + split * p.m * p.out_rs + m * p.out_rs + n;
         var v = p.alpha * acc;
         if (p.accumulate != 0u) {
             v += out[at];
@@ -249,4 +260,27 @@ fn lora_backward_a(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 fn lora_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_id) lid: vec3<u32>) {
     lora_matmul(wid, nwg, lid);
+}
+
+// The split path's second pass: out[m, n] (+)= alpha · Σ_s partial[s, m, n] over the
+// p.k slices of `lhs` (each [m, n] from lhs_off), one output per thread.
+@group(0) @binding(2) var<storage, read_write> sums: array<f32>; // lora_reduce's `out`
+
+@compute @workgroup_size(WX, WY)
+fn lora_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * (WX * WY) + lid;
+    if (i >= p.m * p.n) {
+        return;
+    }
+    var acc = 0.0;
+    for (var s = 0u; s < p.k; s++) {
+        acc += lhs[p.lhs_off + s * p.m * p.n + i];
+    }
+    let at = p.out_off + (i / p.n) * p.out_rs + i % p.n;
+    var v = p.alpha * acc;
+    if (p.accumulate != 0u) {
+        v += sums[at];
+    }
+    sums[at] = v;
 }

@@ -35,6 +35,14 @@ const BLOCK: u32 = 8;
 /// spread over more than one workgroup, so over both CPU threads.
 const REGISTER_WG: u32 = 32;
 
+/// A [`LoraKernel::Tiled`] product with fewer output tiles than this splits its
+/// contraction so that about this many workgroups run (lora.wgsl, `lora_reduce`).
+const SPLIT_BELOW: u32 = 256;
+
+/// Shortest K range of one split workgroup: shorter ones spend more on the second pass
+/// than they save.
+const SPLIT_MIN_K: u32 = 128;
+
 /// How the GPU computes the adapter's matmuls (lora.wgsl).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoraKernel {
@@ -73,7 +81,8 @@ struct Params {
     out_off: u32,
     out_rs: u32,
     alpha: f32,
-    _pad: [u32; 3],
+    k_split: u32,
+    _pad: [u32; 2],
 }
 
 /// f32 values of a buffer from `offset` (in elements) on: one tensor of a flat buffer.
@@ -171,11 +180,10 @@ async fn lora_matmul(
         return Ok(());
     }
     let (wx, wy) = if registers { (REGISTER_WG, 1) } else { (TILE, TILE) };
-    let kernel_source = Kernel::new("lora", SOURCE, name)
-        .with("REGISTERS", registers)
-        .with("WX", format!("{wx}u"))
-        .with("WY", format!("{wy}u"));
-    let pipeline = batch.gpu().pipeline(&kernel_source).await?;
+    let kernel = |entry| {
+        Kernel::new("lora", SOURCE, entry).with("REGISTERS", registers).with("WX", format!("{wx}u")).with("WY", format!("{wy}u"))
+    };
+    let pipeline = batch.gpu().pipeline(&kernel(name)).await?;
     let params = Params {
         m,
         n,
@@ -190,19 +198,35 @@ async fn lora_matmul(
         out_off: out_view.offset,
         out_rs: n,
         alpha,
-        _pad: [0; 3],
+        k_split: k,
+        _pad: [0; 2],
     };
-    let groups = if registers {
-        (m.div_ceil(BLOCK) * n.div_ceil(BLOCK)).div_ceil(REGISTER_WG)
-    } else {
-        m.div_ceil(TILE) * n.div_ceil(TILE)
+    let operands = [lhs.view.buffer.into(), rhs.view.buffer.into()];
+    if registers {
+        let groups = (m.div_ceil(BLOCK) * n.div_ceil(BLOCK)).div_ceil(REGISTER_WG);
+        return batch.dispatch(&pipeline, &params, &[operands[0], operands[1], out_view.buffer.into()], grid(groups));
+    }
+    let tiles = m.div_ceil(TILE) * n.div_ceil(TILE);
+    let splits = match tiles < SPLIT_BELOW {
+        true => (SPLIT_BELOW / tiles).min(k / SPLIT_MIN_K).max(1),
+        false => 1,
     };
-    batch.dispatch(
-        &pipeline,
-        &params,
-        &[lhs.view.buffer.into(), rhs.view.buffer.into(), out_view.buffer.into()],
-        grid(groups),
-    )
+    let k_split = k.div_ceil(splits).next_multiple_of(TILE);
+    let splits = k.div_ceil(k_split).max(1);
+    if splits == 1 {
+        return batch.dispatch(&pipeline, &params, &[operands[0], operands[1], out_view.buffer.into()], grid(tiles));
+    }
+    // Each K range's partial sums into its slice of a scratch buffer, then their sum
+    // into `out`.
+    let gpu = batch.gpu();
+    let partial = gpu.scratch("lora_partial", 4 * splits as u64 * m as u64 * n as u64)?;
+    let first = Params { accumulate: 0, out_off: 0, alpha: 1.0, k_split, ..params };
+    batch.dispatch(&pipeline, &first, &[operands[0], operands[1], (&partial).into()], grid(tiles * splits))?;
+    let reduce = gpu.pipeline(&kernel("lora_reduce")).await?;
+    let second = Params { k: splits, lhs_off: 0, ..params };
+    batch.dispatch(&reduce, &second, &[(&partial).into(), out_view.buffer.into()], grid((m * n).div_ceil(TILE * TILE)))?;
+    batch.retain([partial]);
+    Ok(())
 }
 
 /// Forward: `u = x · Aᵀ` into `u` [T, r] (kept for the backward), then
