@@ -150,8 +150,8 @@ enum Command {
         recompute: bool,
         /// Tokens one forward and backward pass holds: a step's sequences are packed into
         /// passes of up to this many (each still attends to itself alone). Default: the
-        /// longest sequence times --batch on a hardware GPU (1.8x the speed of a pass per
-        /// sequence on an H100), the longest sequence on a CPU-emulated one. GPU memory
+        /// longest sequence times --batch on a hardware GPU, up to 1024 tokens (3x the speed
+        /// of a pass per sequence on an H100), the longest sequence on a CPU-emulated one. GPU memory
         /// grows with it; --recompute takes most of that back.
         #[arg(long)]
         pass_tokens: Option<usize>,
