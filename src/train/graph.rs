@@ -1,8 +1,8 @@
 //! One pass through the model with LoRA, over one sequence or several packed one after
 //! another (each attends to its own tokens alone and its positions start at 0): the
 //! forward pass that keeps what the backward needs, the causal-LM loss with the lm_head
-//! in vocabulary chunks, and the backward pass that accumulates the LoRA gradients. The frozen base weights stay
-//! quantized; their input gradients dequantize in the shader.
+//! in vocabulary chunks, and the backward pass that accumulates the LoRA gradients. The
+//! frozen base weights stay quantized; their input gradients dequantize in the shader.
 //!
 //! Activation recomputation: with it, only each layer's input is kept and a layer's
 //! forward runs again just before its backward (one more forward pass, about a third

@@ -160,9 +160,8 @@ pub async fn attention_backward_path(
     check_heads(NAME, &shape)?;
     check_rows(NAME, &shape)?;
     let BackwardBuffers { q, k_cache, v_cache, out, dout, lse, dq, dk, dv } = buffers;
-    let AttentionShape { n_query, past_len, n_head, head_dim, rows, .. } = shape;
+    let AttentionShape { n_query, past_len, n_head, n_kv_head, head_dim, rows, .. } = shape;
     let ((t, keys), hd) = (shape.rows_used(), head_dim as u64);
-    let n_kv_head = shape.n_kv_head;
     for (name, buffer) in [("q", q), ("out", out), ("dout", dout), ("dq", dq)] {
         ensure_len(NAME, name, buffer, t * n_head as u64 * hd)?;
     }
@@ -336,8 +335,8 @@ async fn backward_subgroup(
     Ok(())
 }
 
-/// CPU reference of [`attention_backward`] on one sequence's own buffers (`offset` and
-/// `rows` are not read): `(dq, dk, dv)` from `dout`, with dk and dv over rows
+/// CPU reference of [`attention_backward`] on one sequence's own buffers (`offset`, `seqs`
+/// and `rows` are not read): `(dq, dk, dv)` from `dout`, with dk and dv over rows
 /// `0 .. past_len + n_query`. Recomputes the forward in f64 (scores, softmax,
 /// `out`) and accumulates in f64 with plain loops.
 pub fn attention_backward_cpu(

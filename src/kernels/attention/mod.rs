@@ -144,6 +144,7 @@ struct Params {
     hi: u32,
     /// Backward only: 1 adds to the gradients an earlier dispatch wrote.
     accumulate: u32,
+    /// Packed sequences, as in [`AttentionShape`].
     offset: u32,
     rows: u32,
     seqs: u32,
@@ -318,8 +319,8 @@ pub async fn attention_forward_path(
     batch.dispatch(&pipeline, &params, &bindings, grid(groups * seqs))
 }
 
-/// CPU reference of [`attention_forward`] on one sequence's own buffers (`offset` and
-/// `rows` are not read): returns `(out, lse)`; accumulates in f64.
+/// CPU reference of [`attention_forward`] on one sequence's own buffers (`offset`, `seqs`
+/// and `rows` are not read): returns `(out, lse)`; accumulates in f64.
 pub fn attention_forward_cpu(
     q: &[f32],
     k_cache: &[f32],
