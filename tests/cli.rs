@@ -245,5 +245,6 @@ fn train_refuses_bad_settings() {
     fails_with(&["train", "--model", &model, "--data", &course, "--out", o, "--seq-len", "64", "--targets", "q,x"], &["unknown LoRA target"]);
     fails_with(&["train", "--model", &model, "--data", "/nonexistent/notes.md", "--out", o, "--seq-len", "64"], &["no training examples"]);
     fails_with(&["train", "--model", &model, "--data", &course, "--out", o, "--seq-len", "64", "--export", "zip"], &["unknown export format"]);
+    fails_with(&["train", "--model", &model, "--data", &course, "--out", o, "--seq-len", "64", "--gpu-memory", "1"], &["out of GPU memory", "--batch"]);
     fails_with(&["train", "--model", &model, "--data", &course, "--out", o, "--resume", &course], &["not a safetensors file"]);
 }

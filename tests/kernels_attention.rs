@@ -101,7 +101,7 @@ fn attention_subgroup_path_is_used() -> Result<(), GpuError> {
             refuses_subgroup_path(&gpu).await?;
         }
 
-        let portable = Gpu::new(GpuOptions { subgroups: false }).await?;
+        let portable = Gpu::new(GpuOptions { subgroups: false, ..GpuOptions::default() }).await?;
         assert!(subgroup_lanes(&portable, 64).is_none());
         check(&portable, &mut rng, shape(19, 3, 9, 3, 64)).await?;
         check(&portable, &mut rng, shape(2, 30, 9, 3, 64)).await?;

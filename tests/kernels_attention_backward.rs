@@ -301,7 +301,7 @@ fn attention_backward_matches_cpu() -> Result<(), GpuError> {
         }
         // The browser's forward (no subgroups) writes out and lse by other kernels, and
         // the subgroup backward is refused there.
-        let portable = Gpu::new(GpuOptions { subgroups: false }).await?;
+        let portable = Gpu::new(GpuOptions { subgroups: false, ..GpuOptions::default() }).await?;
         assert!(subgroup_lanes(&portable, 64).is_none());
         check(&portable, &mut rng, shape(67, 3, 9, 3, 64)).await?;
         let b = |n: u64| portable.buffer("b", 4 * n);

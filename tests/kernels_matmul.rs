@@ -337,7 +337,7 @@ fn bad_shapes_are_errors() -> Result<(), GpuError> {
 fn portable_matvec_every_type() -> Result<(), GpuError> {
     // The browser path: no subgroups, so the matrix-vector kernel reduces through
     // workgroup memory; rows 97 leave the last workgroup partly empty.
-    let gpu = pollster::block_on(Gpu::new(GpuOptions { subgroups: false }))?;
+    let gpu = pollster::block_on(Gpu::new(GpuOptions { subgroups: false, ..GpuOptions::default() }))?;
     assert!(!gpu.has_subgroups());
     let mut rng = StdRng::seed_from_u64(13);
     for ty in TYPES {

@@ -319,6 +319,32 @@ fn bad_input_is_refused_with_a_reason() {
     });
 }
 
+/// A GPU memory budget too small for the training workspace: setting up fails at once
+/// with an error that names the buffer and says what to change, and nothing leaks.
+#[test]
+fn running_out_of_gpu_memory_says_what_to_change() {
+    pollster::block_on(async {
+        let path = root().join("fixtures/tiny/tiny-llama.gguf");
+        let file = MappedFile::open(&path).unwrap();
+        // What the model and a rank-4 adapter take, measured on a device of its own.
+        let (gpu, model) = setup("tiny-llama").await;
+        let config = LoraConfig { rank: 4, ..LoraConfig::default() };
+        let lora = LoraWeights::init(&gpu, &model.config, &config, 0).unwrap();
+        // The optimizer's gradients and moments fit too, the workspace does not.
+        let needed = gpu.memory().live_bytes() + 3 * 4 * lora.len() as u64;
+        drop((lora, model));
+
+        let limit = needed + 4096;
+        let gpu = Gpu::new(GpuOptions { memory_limit: Some(limit), ..GpuOptions::default() }).await.unwrap();
+        let model = Model::load(&gpu, &file).await.unwrap();
+        let lora = LoraWeights::init(&gpu, &model.config, &config, 0).unwrap();
+        let err = Trainer::new(&gpu, &model, lora, options(1e-3, 10), 64, false).err().unwrap();
+        let text = err.to_string();
+        assert!(text.contains("out of GPU memory") && text.contains("train.") && text.contains("fewer sequences"), "{text}");
+        assert!(gpu.memory().live_bytes() <= limit, "the failed set-up kept its buffers");
+    });
+}
+
 #[test]
 fn a_diverging_run_stops_and_keeps_the_last_good_weights() {
     pollster::block_on(async {

@@ -155,6 +155,10 @@ enum Command {
         /// grows with it; --recompute takes most of that back.
         #[arg(long)]
         pass_tokens: Option<usize>,
+        /// Most GPU memory to use, in MiB: a run that needs more stops while setting up,
+        /// saying which buffer did not fit, instead of running out later.
+        #[arg(long)]
+        gpu_memory: Option<u64>,
         /// socratic-tutor, teaching-assistant (default) or resource-generator.
         #[arg(long, conflicts_with = "system_prompt")]
         preset: Option<String>,
@@ -276,6 +280,7 @@ pub fn main() -> ExitCode {
                 patience,
                 recompute,
                 pass_tokens,
+                gpu_memory,
                 preset,
                 system_prompt,
                 seed,
@@ -303,6 +308,7 @@ pub fn main() -> ExitCode {
                         system_prompt,
                         recompute,
                         pass_tokens,
+                        gpu_memory_mib: gpu_memory,
                         resume,
                         checkpoint_every,
                         export,

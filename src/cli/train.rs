@@ -37,8 +37,10 @@ pub struct TrainArgs {
     pub preset: Option<String>,
     pub system_prompt: Option<String>,
     pub recompute: bool,
-    /// Tokens per pass (None: the longest sequence); never fewer than the longest.
+    /// Tokens per pass (None: [`default_pass_tokens`]); never fewer than the longest.
     pub pass_tokens: Option<usize>,
+    /// GPU memory budget in MiB ([`GpuOptions::memory_limit`]).
+    pub gpu_memory_mib: Option<u64>,
     /// Continue this checkpoint's run (its settings replace the ones above).
     pub resume: Option<PathBuf>,
     /// Write `checkpoint.safetensors` every this many steps (and at the end).
@@ -106,7 +108,7 @@ pub async fn train(mut args: TrainArgs) -> Result<()> {
     let data_sha256 = checkpoint::data_digest(&data);
 
     let started = Instant::now();
-    let gpu = Gpu::new(GpuOptions::default()).await?;
+    let gpu = Gpu::new(GpuOptions { memory_limit: args.gpu_memory_mib.map(|m| m << 20), ..GpuOptions::default() }).await?;
     let model = Model::load_with_header(&gpu, &file, &gguf).await.map_err(|e| format!("{}: {e}", args.model.display()))?;
     let total = args.run.total_steps(data.train.len());
     let longest = data.train.iter().chain(&data.validation).map(|t| t.ids.len()).max().unwrap_or(1);

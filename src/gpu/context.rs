@@ -15,11 +15,16 @@ use super::{Batch, GpuError};
 pub struct GpuOptions {
     /// Use subgroup operations where the adapter offers them (faster matmul on lavapipe).
     pub subgroups: bool,
+    /// Most bytes of buffers alive at once: an allocation past it fails at once with
+    /// [`GpuError::OutOfMemory`] naming the buffer. Neither WebGPU nor wgpu tells how
+    /// much memory a GPU has, and a device that really runs out reports it later and
+    /// asynchronously; None leaves it to the device.
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { subgroups: true }
+        GpuOptions { subgroups: true, memory_limit: None }
     }
 }
 
@@ -35,6 +40,7 @@ pub struct Gpu {
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     subgroups: bool,
+    memory_limit: Option<u64>,
     pipelines: Mutex<HashMap<Kernel, Pipeline>>,
     stats: Arc<MemoryStats>,
     pool: Arc<Pool>,
@@ -125,6 +131,7 @@ impl Gpu {
             info,
             limits,
             subgroups,
+            memory_limit: options.memory_limit,
             pipelines: Mutex::new(HashMap::new()),
             stats: Arc::new(MemoryStats::default()),
             // Pooled buffers hand themselves back from any clone; on wasm wgpu's handles
@@ -194,6 +201,7 @@ impl Gpu {
     /// A zeroed storage buffer of `size` bytes (rounded up to 4), owned by the caller.
     pub fn buffer(&self, label: &str, size: u64) -> Result<Buffer, GpuError> {
         self.check_size(label, size)?;
+        self.check_memory(label, size)?;
         let raw = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: size.max(4).next_multiple_of(4),
@@ -210,6 +218,7 @@ impl Gpu {
         let raw = match self.pool.take(class) {
             Some(raw) => raw,
             None => {
+                self.check_memory(label, class)?;
                 self.stats.add(class);
                 self.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(label),
@@ -230,6 +239,7 @@ impl Gpu {
     /// A storage buffer holding `bytes` (zero-padded to a multiple of 4).
     pub fn upload(&self, label: &str, bytes: &[u8]) -> Result<Buffer, GpuError> {
         self.check_size(label, bytes.len() as u64)?;
+        self.check_memory(label, bytes.len() as u64)?;
         let raw = if bytes.len().is_multiple_of(4) && !bytes.is_empty() {
             self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
@@ -269,6 +279,19 @@ impl Gpu {
         let limit = self.limits.max_storage_buffer_binding_size;
         if size > limit {
             return Err(GpuError::TooLarge { label: label.to_string(), size, limit });
+        }
+        Ok(())
+    }
+
+    /// A new buffer of `size` bytes must fit [`GpuOptions::memory_limit`], after the
+    /// pool's free buffers are released if that makes room.
+    fn check_memory(&self, label: &str, size: u64) -> Result<(), GpuError> {
+        let Some(limit) = self.memory_limit else { return Ok(()) };
+        if self.stats.live_bytes() + size > limit {
+            self.trim();
+        }
+        if self.stats.live_bytes() + size > limit {
+            return Err(GpuError::OutOfMemory { label: label.to_string(), size });
         }
         Ok(())
     }

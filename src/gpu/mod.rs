@@ -27,7 +27,7 @@ pub enum GpuError {
     Shader { kernel: String, message: String },
     #[error("buffer `{label}` needs {size} bytes but one binding may hold at most {limit} bytes")]
     TooLarge { label: String, size: u64, limit: u64 },
-    #[error("out of GPU memory while allocating `{label}` ({size} bytes); try a smaller batch or sequence length")]
+    #[error("out of GPU memory while allocating `{label}` ({size} bytes); try fewer sequences per step or shorter ones (CLI: --batch, --seq-len, --pass-tokens, --recompute)")]
     OutOfMemory { label: String, size: u64 },
     #[error("reading back `{label}` failed: {message}")]
     Readback { label: String, message: String },
