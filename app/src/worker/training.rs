@@ -34,10 +34,11 @@ const EVALUATION_SHARE: f64 = 0.2;
 /// Fraction of the steps warming the learning rate up.
 const WARMUP: f64 = 0.05;
 /// Passes of at least this many tokens keep only layer inputs and recompute the rest in
-/// the backward pass, to fit a browser's memory (training SmolLM2 on passes of 1,024
-/// tokens peaks at 1,360 MiB otherwise, 456 MiB with it; on an H100, four packed
-/// sequences of 256 with recomputation still train 2.2× as fast as one pass per
-/// sequence without it).
+/// the backward pass, to fit a browser's memory; so do passes that pack several longest
+/// examples (a hardware GPU's), which keeps their memory near what one example took
+/// without it: training SmolLM2 on passes of 1,024 tokens peaks at 1,360 MiB otherwise,
+/// 456 MiB with it, and on an H100 four packed sequences of 256 with recomputation
+/// still train 2.2× as fast as one pass per sequence without it.
 const RECOMPUTE_FROM: usize = 1024;
 
 /// What the training loop does after its current step.
@@ -320,7 +321,7 @@ impl EngineWorker {
         self.imported.set(None);
         let Ok(model) = loaded.model.try_borrow() else { return Ending::Failed("the model is in use".into()) };
         let pass_tokens = default_pass_tokens(gpu, longest, run.batch);
-        let recompute = pass_tokens >= RECOMPUTE_FROM;
+        let recompute = pass_tokens >= RECOMPUTE_FROM || pass_tokens > longest;
         let trainer = match &state {
             Some(state) => Trainer::restore(gpu, &model, &lora, optimizer.clone(), state, pass_tokens, recompute),
             None => LoraWeights::init(gpu, &model.config, &lora, run.seed)
