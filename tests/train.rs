@@ -194,8 +194,8 @@ fn packed_sequences_train_as_separate_passes() {
             let data = sequences(model.config.vocab, &[9, 30, 30, 5, 17, 26], 8);
             let config = LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() };
             let mut runs = Vec::new();
-            // One pass per sequence; [9, 30], [30, 5], [17, 26]; [9, 30, 30, 5] (the two
-            // of 30 in one attention dispatch) and [17, 26]; all in one pass.
+            // One pass per sequence; [30, 9, 5], [30], [26, 17]; [30, 30, 26] (the two of
+            // 30 in one attention dispatch) and [17, 9, 5]; all in one pass.
             for (pass_tokens, recompute) in [(30, false), (44, true), (87, false), (117, true)] {
                 let lora = LoraWeights::init(&gpu, &model.config, &config, 3).unwrap();
                 let mut trainer = Trainer::new(&gpu, &model, lora, options(1e-2, 4), pass_tokens, recompute).unwrap();

@@ -68,6 +68,27 @@ pub fn default_pass_tokens(gpu: &Gpu, longest: usize, batch: usize) -> usize {
 /// Most tokens [`default_pass_tokens`] packs into one pass on a hardware GPU.
 pub const PACKED_TOKENS: usize = 1024;
 
+/// `seqs` in passes of at most `capacity` tokens (a longer sequence gets a pass of its
+/// own), first-fit decreasing: longest first (ties in their order), each into the first
+/// pass with room. Fewer passes than taking them in order, and sequences of one length
+/// side by side, where one attention dispatch covers them. Deterministic.
+pub fn pack<'s>(seqs: &[Sequence<'s>], capacity: usize) -> Vec<Vec<Sequence<'s>>> {
+    let mut order: Vec<&Sequence<'s>> = seqs.iter().collect();
+    order.sort_by_key(|s| std::cmp::Reverse(s.ids.len()));
+    let mut passes: Vec<(usize, Vec<Sequence<'s>>)> = Vec::new();
+    for seq in order {
+        let tokens = seq.ids.len();
+        match passes.iter_mut().find(|(used, _)| used + tokens <= capacity) {
+            Some((used, pass)) => {
+                *used += tokens;
+                pass.push(*seq);
+            }
+            None => passes.push((tokens, vec![*seq])),
+        }
+    }
+    passes.into_iter().map(|(_, pass)| pass).collect()
+}
+
 /// Optimizer settings.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OptimizerOptions {
@@ -182,12 +203,10 @@ impl<'m> Trainer<'m> {
         self.step = steps;
     }
 
-    /// The sequences with targets, in order, in passes of up to the workspace's tokens:
-    /// a pass takes the next sequences while they fit.
+    /// The sequences with targets in passes of up to the workspace's tokens ([`pack`]).
     fn packs<'s>(&self, seqs: &[Sequence<'s>]) -> Result<Vec<Vec<Sequence<'s>>>, TrainError> {
         let (max, context) = (self.ws.max_tokens(), self.model.config.context);
-        let mut packs: Vec<Vec<Sequence<'s>>> = Vec::new();
-        let mut used = 0;
+        let mut scored = Vec::with_capacity(seqs.len());
         for seq in seqs {
             let tokens = seq.ids.len();
             if seq.mask.len() != tokens {
@@ -199,21 +218,11 @@ impl<'m> Trainer<'m> {
             if tokens > context {
                 return Err(TrainError::Config(format!("a sequence of {tokens} tokens exceeds the model's context of {context}")));
             }
-            if seq.targets() == 0 {
-                continue;
-            }
-            match packs.last_mut() {
-                Some(pack) if used + tokens <= max => {
-                    pack.push(*seq);
-                    used += tokens;
-                }
-                _ => {
-                    packs.push(vec![*seq]);
-                    used = tokens;
-                }
+            if seq.targets() > 0 {
+                scored.push(*seq);
             }
         }
-        Ok(packs)
+        Ok(pack(&scored, max))
     }
 
     /// `dropout`: the pass's index in the step, for a training pass (masks differ per
@@ -330,5 +339,31 @@ impl<'m> Trainer<'m> {
         }
         let sums = gpu.read_f32_prefix(&sums, packs.len()).await?;
         Ok(Some(sums.iter().map(|&v| v as f64).sum::<f64>() / targets as f64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{pack, Sequence};
+
+    fn lengths(passes: &[Vec<Sequence<'_>>]) -> Vec<Vec<usize>> {
+        passes.iter().map(|p| p.iter().map(|s| s.ids.len()).collect()).collect()
+    }
+
+    #[test]
+    fn passes_are_packed_first_fit_decreasing() {
+        let ids = vec![1u32; 1100];
+        let mask = vec![1u8; 1100];
+        let seqs = |ls: &[usize]| ls.iter().map(|&n| Sequence { ids: &ids[..n], mask: &mask[..n] }).collect::<Vec<_>>();
+        // In order these would take three passes: [300], [500, 400], [600].
+        assert_eq!(lengths(&pack(&seqs(&[300, 500, 400, 600]), 1024)), [vec![600, 400], vec![500, 300]]);
+        // Equal lengths end up side by side; a sequence past the capacity is alone.
+        assert_eq!(lengths(&pack(&seqs(&[9, 30, 5, 30, 1100]), 44)), [vec![1100], vec![30, 9, 5], vec![30]]);
+        assert_eq!(lengths(&pack(&seqs(&[9, 30, 5, 30]), 87)), [vec![30, 30, 9, 5]]);
+        assert!(pack(&seqs(&[]), 64).is_empty());
+        // Ties keep their order: the same data always packs the same way.
+        let two = [Sequence { ids: &ids[..4], mask: &mask[..4] }, Sequence { ids: &ids[1..5], mask: &mask[..4] }];
+        let packed = pack(&two, 4);
+        assert!(std::ptr::eq(packed[0][0].ids, two[0].ids) && std::ptr::eq(packed[1][0].ids, two[1].ids));
     }
 }

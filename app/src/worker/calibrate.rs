@@ -9,7 +9,7 @@
 
 use classtune::gpu::Gpu;
 use classtune::train::run::{Dataset, RunOptions, Tokens};
-use classtune::train::{Sequence, Trainer};
+use classtune::train::{pack, Sequence, Trainer};
 
 use super::EngineWorker;
 use crate::protocol::{Calibration, FromWorker};
@@ -41,14 +41,12 @@ impl EngineWorker {
         let Some(first) = step.first() else {
             return Ok(());
         };
-        // A pass holds the longest example, so at least the first.
-        let limit = if gpu.is_software() { first.ids.len() } else { trainer.pass_tokens() };
-        let (mut count, mut tokens) = (0, 0);
-        while let Some(seq) = step.get(count).filter(|s| tokens + s.ids.len() <= limit) {
-            tokens += seq.ids.len();
-            count += 1;
-        }
-        let pass = &step[..count];
+        let packed = pack(&step, trainer.pass_tokens());
+        let pass = match packed.first() {
+            Some(first_pass) if !gpu.is_software() => first_pass.as_slice(),
+            _ => &step[..1],
+        };
+        let tokens: usize = pass.iter().map(|s| s.ids.len()).sum();
         let short = first.ids.len().min(WARMUP_TOKENS);
         // Every token a target: a chat example's first tokens (its system prompt) are
         // not, and a pass without targets is skipped.
