@@ -277,3 +277,11 @@ pub fn cross_entropy_input_grad_cpu(x: &[f32], w: &[f32], targets: &[u32], mask:
     }
     dx
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn params_mirror_the_shader() {
+        assert_eq!(super::super::wgsl_struct_bytes(super::SOURCE, "Params"), Some(std::mem::size_of::<super::Params>()));
+    }
+}
