@@ -92,7 +92,7 @@ fn lora_tiled(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) {
     let n0 = (g % tiles_n) * TILE;
     let k_lo = split * p.k_split;
     // Uniform per workgroup, so the barriers below stay legal.
-    if (m0 >= p.m || k_lo >= p.k) {
+    if (m0 >= p.m) {
         return;
     }
     let k_hi = min(p.k, k_lo + p.k_split);

@@ -179,6 +179,18 @@ fn lora_rejects_bad_shapes() -> Result<(), GpuError> {
         // Output aliasing an input.
         let result = lora_backward_input(&mut batch, &u, (&a).into(), &a, ok, true).await;
         assert!(matches!(result, Err(GpuError::Shape { .. })), "alias: {result:?}");
+        batch.submit()?;
+        // No tokens, in buffers sized for more (as the trainer's): dA = duᵀ·x is an
+        // empty sum, written as zeros by either kernel, not split into ranges.
+        for kernel in [LoraKernel::Tiled, LoraKernel::Registers] {
+            let empty = LoraShape { tokens: 0, kernel, ..ok };
+            let da = upload(&gpu, "da", &[7.0; 64])?;
+            let mut batch = gpu.batch();
+            lora_backward_a(&mut batch, &u, &x, (&da).into(), empty, false).await?;
+            batch.submit()?;
+            let got = gpu.read_f32_prefix(&da, 64).await?;
+            assert!(got[..64].iter().all(|&v| v == 0.0), "{kernel:?}: {got:?}");
+        }
         Ok(())
     })
 }

@@ -211,7 +211,8 @@ async fn lora_matmul(
         true => (SPLIT_BELOW / tiles).min(k / SPLIT_MIN_K).max(1),
         false => 1,
     };
-    let k_split = k.div_ceil(splits).next_multiple_of(TILE);
+    // At least a tile: an empty contraction (no tokens) is one range that writes zeros.
+    let k_split = k.div_ceil(splits).next_multiple_of(TILE).max(TILE);
     let splits = k.div_ceil(k_split).max(1);
     if splits == 1 {
         return batch.dispatch(&pipeline, &params, &[operands[0], operands[1], out_view.buffer.into()], grid(tiles));
