@@ -18,7 +18,7 @@
 //     (cross_entropy_rescale) and adds e · W_chunk (matmul_input_grad); after the last
 //     chunk every term is relative to the final max, whose sum of exp is s, and
 //     cross_entropy_input_grad makes dx = (dx / s - W[target]) * mask * scale / count.
-//   So the lm_head runs once per sequence; no chunk's logits are recomputed.
+//   So the lm_head runs once per pass; no chunk's logits are recomputed.
 //
 // mask is 0 or 1 per row; masked rows have loss 0, gradient 0 and do not count. An
 // unmasked row whose target was in no chunk gets a NaN loss, so bad targets are loud.

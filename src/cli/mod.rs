@@ -151,8 +151,8 @@ enum Command {
         /// Tokens one forward and backward pass holds: a step's sequences are packed into
         /// passes of up to this many (each still attends to itself alone). Default: the
         /// longest sequence times --batch on a hardware GPU, up to 1024 tokens (3x the speed
-        /// of a pass per sequence on an H100), the longest sequence on a CPU-emulated one. GPU memory
-        /// grows with it; --recompute takes most of that back.
+        /// of a pass per sequence on an H100), the longest sequence on a CPU-emulated one.
+        /// GPU memory grows with it; --recompute takes most of that back.
         #[arg(long)]
         pass_tokens: Option<usize>,
         /// Most GPU memory to use, in MiB: a run that needs more stops while setting up,

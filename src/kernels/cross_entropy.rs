@@ -6,7 +6,7 @@
 //! `dx[t] = (softmax(z[t]) · W − W[target[t]]) · mask[t] · scale / count`, in the same
 //! pass over the chunks. Derivation in docs/training-math.md.
 //!
-//! Use, per sequence (the lm_head matmul is `matmul_rows`, one chunk at a time):
+//! Use, per pass (the lm_head matmul is `matmul_rows`, one chunk at a time):
 //! 1. for each chunk `k`: logits of columns `start_k .. start_k + cols_k` into a chunk
 //!    buffer, then [`cross_entropy_forward`] with `first = (k == 0)`; for the gradient
 //!    with `weigh`: the chunk becomes `exp(z − running max)` in place, then

@@ -386,7 +386,7 @@ impl Pass<'_> {
 
     /// Cross-entropy of the next-token targets at the scored positions, chunk by chunk;
     /// leaves per-row log-sum-exp and `totals` = (sum of loss, count, mean, 1 / count).
-    /// With `grad = Some(scale)` (this sequence's share of the step's target tokens) the
+    /// With `grad = Some(scale)` (this pass's share of the step's target tokens) the
     /// same pass leaves the gradient of `scale · mean loss` with respect to the lm_head's
     /// input in `dxt`, so the lm_head runs once (cross_entropy.wgsl).
     pub(crate) async fn loss(&self, batch: &mut Batch<'_>, grad: Option<f32>) -> Result<(), TrainError> {

@@ -4,8 +4,8 @@
 //! estimate scales by tokens to every step and validation pass of the plan. On a
 //! hardware GPU that is the first step's first pass, its examples packed as the trainer
 //! packs them (packing is what makes it fast there); on a CPU-emulated one, the first
-//! example alone (as fast per token as any packing, and a pass takes a minute there). The gradients are cleared afterwards, so the run is
-//! the same as without it.
+//! example alone (as fast per token as any packing, and a pass takes a minute there).
+//! The gradients are cleared afterwards, so the run is the same as without it.
 
 use classtune::gpu::Gpu;
 use classtune::train::run::{Dataset, RunOptions, Tokens};
