@@ -248,3 +248,14 @@ fn train_refuses_bad_settings() {
     fails_with(&["train", "--model", &model, "--data", &course, "--out", o, "--seq-len", "64", "--gpu-memory", "1"], &["out of GPU memory", "--batch"]);
     fails_with(&["train", "--model", &model, "--data", &course, "--out", o, "--resume", &course], &["not a safetensors file"]);
 }
+
+#[test]
+fn a_pass_smaller_than_the_longest_sequence_is_raised_with_a_warning() {
+    let course = root().join("sample-course/water-cycle-notes.md").display().to_string();
+    let (model, out) = (tiny("tiny-llama.gguf"), temp_dir("small-pass"));
+    let args = ["train", "--model", &model, "--data", &course, "--out", out.to_str().unwrap(), "--seq-len", "64", "--max-steps", "1", "--pass-tokens", "8"];
+    let run = classtune(&args);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("--pass-tokens 8 is below the longest sequence") && stderr.contains("tokens a pass"), "{stderr}");
+}

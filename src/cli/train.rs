@@ -112,7 +112,14 @@ pub async fn train(mut args: TrainArgs) -> Result<()> {
     let model = Model::load_with_header(&gpu, &file, &gguf).await.map_err(|e| format!("{}: {e}", args.model.display()))?;
     let total = args.run.total_steps(data.train.len());
     let longest = data.train.iter().chain(&data.validation).map(|t| t.ids.len()).max().unwrap_or(1);
-    let pass_tokens = args.pass_tokens.unwrap_or_else(|| default_pass_tokens(&gpu, longest, args.run.batch)).max(longest);
+    let pass_tokens = match args.pass_tokens {
+        Some(asked) if asked < longest => {
+            eprintln!("warning: --pass-tokens {asked} is below the longest sequence ({longest} tokens); passes hold {longest}");
+            longest
+        }
+        Some(asked) => asked,
+        None => default_pass_tokens(&gpu, longest, args.run.batch),
+    };
     let (mut trainer, options, best) = match &resume {
         Some(ckpt) => {
             ckpt.check_matches(&base, &data_sha256)?;
