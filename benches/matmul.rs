@@ -9,7 +9,7 @@
 //!
 //! `cargo bench --bench matmul`; MATMUL_KERNEL=tiled|subgroup|vector forces a kernel,
 //! MATMUL_TYPES=F32,Q4_1 picks types, MATMUL_SHAPES=0,2 picks forward shapes (by index),
-//! MATMUL_PART=forward|grad runs one part only, MATMUL_GRAD_KERNEL=uniform|storage|split forces
+//! MATMUL_PART=forward|grad runs one part only, MATMUL_GRAD_KERNEL=uniform|storage|split|subgroup forces
 //! the input-gradient kernel.
 
 use std::time::Instant;
@@ -115,6 +115,7 @@ async fn input_grad(gpu: &Gpu, forced: Option<MatmulKernel>, types: &[GgmlType])
         Ok("uniform") => InputGradKernel::Uniform,
         Ok("storage") => InputGradKernel::Storage,
         Ok("split") => InputGradKernel::Split,
+        Ok("subgroup") => InputGradKernel::Subgroup,
         _ => InputGradKernel::choose(&gpu.batch()),
     };
     println!("\ntraining shapes, {m} tokens: forward y = x·Wᵀ next to the input gradient dx = dy·W");

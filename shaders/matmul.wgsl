@@ -29,7 +29,122 @@ fn fetch_x(i: u32, sl: u32) -> W8 {
 @compute @workgroup_size(WG)
 fn matmul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    matmul_tile(group_index(wid, nwg), lid, sid % SG);
+    if (BLOCKS == 1u) {
+        matmul_tile_q4(group_index(wid, nwg), lid, sid % 8u);
+    } else {
+        matmul_tile(group_index(wid, nwg), lid, sid % SG);
+    }
+}
+
+// ---- Q4_0 / Q4_1 by whole blocks (BLOCKS = 1: CPU devices, 8-lane subgroups) ----
+// llvmpipe runs a storage load as a loop over the lanes, about 22 instructions a value
+// for single words and 12 for vec4s, so this tile loads whole vec4s: a lane reads a row's
+// 32-value block as one vec4 of quant words, and x as one vec4 that the subgroup shares
+// (4 tokens × 8 values a load instead of 8). Second views of the weight and x buffers:
+@group(0) @binding(5) var<storage, read> wv: array<vec4<u32>>;
+@group(0) @binding(6) var<storage, read> xv: array<vec4<f32>>;
+
+// x[t0 + 4q + j, k..k+8] for j < 4: lane sl loads half sl % 2 of token 4q + sl / 2.
+fn fetch_x4(t0: u32, q: u32, k: u32, sl: u32) -> X4 {
+    let v = xv[(x_row(t0, 4u * q + sl / 2u) + k) / 4u + sl % 2u];
+    return X4(W8(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u)), W8(subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u)),
+              W8(subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u)), W8(subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u)));
+}
+
+// Scale (and Q4_1's min) of block blk of the row at word `base`.
+fn q4_scale(base: u32, blk: u32) -> vec2<f32> {
+    let scales = base + (p.cols / 32u) * 4u;
+    if (FMT == 3u) {
+        return vec2<f32>(f16_pair(w[scales + blk / 2u])[blk % 2u], 0.0);
+    }
+    return f16_pair(w[scales + blk]);
+}
+
+// Values 8·sub..8·sub+8 of a block from its quant words (layout as dequant8).
+fn q4_values(q: vec4<u32>, s: vec2<f32>, sub: u32) -> W8 {
+    let shift = (sub / 2u) * 4u;
+    let lo = nibbles4(q[(2u * sub) % 4u], shift);
+    let hi = nibbles4(q[(2u * sub) % 4u + 1u], shift);
+    if (FMT == 3u) {
+        return W8(s.x * (lo - 8.0), s.x * (hi - 8.0));
+    }
+    return W8(s.x * lo + s.y, s.x * hi + s.y);
+}
+
+// matmul_tile's 4 rows × 16 tokens, a block of 32 values a step.
+fn matmul_tile_q4(g: u32, lid: u32, sl: u32) {
+    let t0 = (g % p.token_tiles) * 16u;
+    let r = (g / p.token_tiles) * 4u * WG + lid + vec4<u32>(0u, 1u, 2u, 3u) * WG;
+    let b = (min(r, vec4<u32>(p.rows - 1u)) + p.row0) * p.row_words;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+    var a8 = vec4<f32>(0.0);
+    var a9 = vec4<f32>(0.0);
+    var a10 = vec4<f32>(0.0);
+    var a11 = vec4<f32>(0.0);
+    var a12 = vec4<f32>(0.0);
+    var a13 = vec4<f32>(0.0);
+    var a14 = vec4<f32>(0.0);
+    var a15 = vec4<f32>(0.0);
+    for (var blk = 0u; blk < p.cols / 32u; blk++) {
+        let q0 = wv[b.x / 4u + blk];
+        let q1 = wv[b.y / 4u + blk];
+        let q2 = wv[b.z / 4u + blk];
+        let q3 = wv[b.w / 4u + blk];
+        let s0 = q4_scale(b.x, blk);
+        let s1 = q4_scale(b.y, blk);
+        let s2 = q4_scale(b.z, blk);
+        let s3 = q4_scale(b.w, blk);
+        for (var sub = 0u; sub < 4u; sub++) {
+            let w0 = q4_values(q0, s0, sub);
+            let w1 = q4_values(q1, s1, sub);
+            let w2 = q4_values(q2, s2, sub);
+            let w3 = q4_values(q3, s3, sub);
+            let k = blk * 32u + sub * 8u;
+            let xa = fetch_x4(t0, 0u, k, sl);
+            a0 += vec4<f32>(dot8(w0, xa.a), dot8(w1, xa.a), dot8(w2, xa.a), dot8(w3, xa.a));
+            a1 += vec4<f32>(dot8(w0, xa.b), dot8(w1, xa.b), dot8(w2, xa.b), dot8(w3, xa.b));
+            a2 += vec4<f32>(dot8(w0, xa.c), dot8(w1, xa.c), dot8(w2, xa.c), dot8(w3, xa.c));
+            a3 += vec4<f32>(dot8(w0, xa.d), dot8(w1, xa.d), dot8(w2, xa.d), dot8(w3, xa.d));
+            let xb = fetch_x4(t0, 1u, k, sl);
+            a4 += vec4<f32>(dot8(w0, xb.a), dot8(w1, xb.a), dot8(w2, xb.a), dot8(w3, xb.a));
+            a5 += vec4<f32>(dot8(w0, xb.b), dot8(w1, xb.b), dot8(w2, xb.b), dot8(w3, xb.b));
+            a6 += vec4<f32>(dot8(w0, xb.c), dot8(w1, xb.c), dot8(w2, xb.c), dot8(w3, xb.c));
+            a7 += vec4<f32>(dot8(w0, xb.d), dot8(w1, xb.d), dot8(w2, xb.d), dot8(w3, xb.d));
+            let xc = fetch_x4(t0, 2u, k, sl);
+            a8 += vec4<f32>(dot8(w0, xc.a), dot8(w1, xc.a), dot8(w2, xc.a), dot8(w3, xc.a));
+            a9 += vec4<f32>(dot8(w0, xc.b), dot8(w1, xc.b), dot8(w2, xc.b), dot8(w3, xc.b));
+            a10 += vec4<f32>(dot8(w0, xc.c), dot8(w1, xc.c), dot8(w2, xc.c), dot8(w3, xc.c));
+            a11 += vec4<f32>(dot8(w0, xc.d), dot8(w1, xc.d), dot8(w2, xc.d), dot8(w3, xc.d));
+            let xd = fetch_x4(t0, 3u, k, sl);
+            a12 += vec4<f32>(dot8(w0, xd.a), dot8(w1, xd.a), dot8(w2, xd.a), dot8(w3, xd.a));
+            a13 += vec4<f32>(dot8(w0, xd.b), dot8(w1, xd.b), dot8(w2, xd.b), dot8(w3, xd.b));
+            a14 += vec4<f32>(dot8(w0, xd.c), dot8(w1, xd.c), dot8(w2, xd.c), dot8(w3, xd.c));
+            a15 += vec4<f32>(dot8(w0, xd.d), dot8(w1, xd.d), dot8(w2, xd.d), dot8(w3, xd.d));
+        }
+    }
+    store4(r, t0, 0u, a0);
+    store4(r, t0, 1u, a1);
+    store4(r, t0, 2u, a2);
+    store4(r, t0, 3u, a3);
+    store4(r, t0, 4u, a4);
+    store4(r, t0, 5u, a5);
+    store4(r, t0, 6u, a6);
+    store4(r, t0, 7u, a7);
+    store4(r, t0, 8u, a8);
+    store4(r, t0, 9u, a9);
+    store4(r, t0, 10u, a10);
+    store4(r, t0, 11u, a11);
+    store4(r, t0, 12u, a12);
+    store4(r, t0, 13u, a13);
+    store4(r, t0, 14u, a14);
+    store4(r, t0, 15u, a15);
 }
 
 // ---- shared: both modules ----
@@ -132,6 +247,14 @@ fn dequant8(base: u32, k: u32) -> W8 {
     return W8(d * q0, d * q1);
 }
 // ---- end dequant ----
+
+// x of 4 tokens × 8 values.
+struct X4 {
+    a: W8,
+    b: W8,
+    c: W8,
+    d: W8,
+}
 
 fn dot8(a: W8, b: W8) -> f32 {
     return dot(a.lo, b.lo) + dot(a.hi, b.hi);

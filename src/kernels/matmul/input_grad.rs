@@ -77,13 +77,20 @@ pub enum InputGradKernel {
     /// second dispatch adding their partial sums: for GPUs, where one lane per 8 columns
     /// × 16 tokens leaves most of the device idle when there are few of both.
     Split,
+    /// dy read in place as vec4s of 4 rows, each lane loading one token's and the
+    /// subgroup sharing them: for CPU devices with subgroups of 8 lanes or more, where
+    /// it beats the uniform windows (docs/benchmarks.md) and needs no packed copy. Needs
+    /// dy's stride and the row range's columns in multiples of 4.
+    Subgroup,
 }
 
 impl InputGradKernel {
     /// The faster kernel for this device.
     pub fn choose(batch: &Batch<'_>) -> InputGradKernel {
         if batch.gpu().is_software() {
-            if uniform_windows(batch) {
+            if subgroup_lanes(batch) {
+                InputGradKernel::Subgroup
+            } else if uniform_windows(batch) {
                 InputGradKernel::Uniform
             } else {
                 InputGradKernel::Storage
@@ -94,8 +101,18 @@ impl InputGradKernel {
     }
 
     fn kernel(self, ty: crate::gguf::GgmlType, lanes: u32, entry: &'static str) -> Kernel {
-        Kernel::new("matmul_grad", module(self), entry).with("FMT", format!("{}u", format_id(ty))).with("WG", format!("{lanes}u"))
+        let kernel = Kernel::new("matmul_grad", module(self), entry).with("FMT", format!("{}u", format_id(ty))).with("WG", format!("{lanes}u"));
+        if self == InputGradKernel::Subgroup {
+            kernel.with_subgroups()
+        } else {
+            kernel
+        }
     }
+}
+
+/// Whether the device's subgroups hold the 8 lanes the subgroup kernel shares dy over.
+fn subgroup_lanes(batch: &Batch<'_>) -> bool {
+    batch.gpu().has_subgroups() && batch.gpu().info().subgroup_min_size >= 8
 }
 
 /// Whether the device binds a 64 KiB uniform window at the 256-byte offsets we use.
@@ -104,19 +121,28 @@ fn uniform_windows(batch: &Batch<'_>) -> bool {
     limits.max_uniform_buffer_binding_size >= WINDOW_BYTES && 256 % limits.min_uniform_buffer_offset_alignment == 0
 }
 
-/// matmul_grad.wgsl holds two modules that share its middle (see there), each followed
-/// by matmul.wgsl's `W8` and `dequant8`.
+/// matmul_grad.wgsl holds three modules that share its middle (see there), each
+/// followed by matmul.wgsl's `W8` and `dequant8`.
 fn module(kernel: InputGradKernel) -> &'static str {
-    static MODULES: OnceLock<[String; 2]> = OnceLock::new();
+    static MODULES: OnceLock<[String; 3]> = OnceLock::new();
     let modules = MODULES.get_or_init(|| {
         let dequant_start = SOURCE.find("// ---- dequant").unwrap_or(0);
         let dequant_end = SOURCE.find("// ---- end dequant").unwrap_or(SOURCE.len());
         let dequant = &SOURCE[dequant_start..dequant_end];
-        let storage_at = GRAD_SOURCE.find("// ---- storage dy").unwrap_or(GRAD_SOURCE.len());
-        let shared_at = GRAD_SOURCE.find("// ---- shared: both modules").unwrap_or(0);
-        [format!("{}\n{dequant}", &GRAD_SOURCE[..storage_at]), format!("{}\n{dequant}", &GRAD_SOURCE[shared_at..])]
+        let subgroup_at = GRAD_SOURCE.find("// ---- subgroup dy").unwrap_or(GRAD_SOURCE.len());
+        let storage_at = GRAD_SOURCE.find("// ---- storage dy").unwrap_or(subgroup_at);
+        let shared_at = GRAD_SOURCE.find("// ---- shared: all modules").unwrap_or(0);
+        [
+            format!("{}\n{dequant}", &GRAD_SOURCE[..storage_at]),
+            format!("{}\n{dequant}", &GRAD_SOURCE[shared_at..subgroup_at]),
+            format!("{}{}\n{dequant}", &GRAD_SOURCE[shared_at..storage_at], &GRAD_SOURCE[subgroup_at..]),
+        ]
     });
-    &modules[(kernel != InputGradKernel::Uniform) as usize]
+    match kernel {
+        InputGradKernel::Uniform => &modules[0],
+        InputGradKernel::Storage | InputGradKernel::Split => &modules[1],
+        InputGradKernel::Subgroup => &modules[2],
+    }
 }
 
 /// Lanes the split kernel aims for: enough to fill a large GPU (an H100 runs 132 SMs ×
@@ -142,7 +168,7 @@ fn lanes(kernel: InputGradKernel, cols: u32) -> u32 {
     let octets = cols / LANE_COLS;
     let idle = |l: u32| octets.div_ceil(l) * l - octets;
     match kernel {
-        InputGradKernel::Uniform => 8,
+        InputGradKernel::Uniform | InputGradKernel::Subgroup => 8,
         _ if idle(32) < idle(64) => 32,
         _ => 64,
     }
@@ -163,8 +189,20 @@ pub async fn matmul_input_grad(
     tokens: u32,
     accumulate: bool,
 ) -> Result<(), GpuError> {
-    let kernel = InputGradKernel::choose(batch);
+    let mut kernel = InputGradKernel::choose(batch);
+    if kernel == InputGradKernel::Subgroup && !vec4_rows(dy, dy_stride, w, &rows, tokens) {
+        kernel = if uniform_windows(batch) { InputGradKernel::Uniform } else { InputGradKernel::Storage };
+    }
     matmul_input_grad_with(batch, kernel, dy, dy_stride, w, rows, dx, tokens, accumulate).await
+}
+
+/// Whether the subgroup kernel's vec4 loads of dy line up: the stride and every dispatch's
+/// first column (the row range's and each weight chunk's start within it) multiples of 4,
+/// and dy holding the last token's final vec4 whole.
+fn vec4_rows(dy: &Buffer, dy_stride: u32, w: &Weight, rows: &Range<usize>, tokens: u32) -> bool {
+    let starts_aligned = w.chunks.iter().all(|c| c.row0 <= rows.start || c.row0 >= rows.end || (c.row0 - rows.start).is_multiple_of(4));
+    let last = (tokens as u64 - 1) * dy_stride as u64 + rows.len().next_multiple_of(4) as u64;
+    dy_stride.is_multiple_of(4) && starts_aligned && dy.size() >= 4 * last
 }
 
 /// [`matmul_input_grad`] with an explicit kernel (tests and benches force each).
@@ -205,6 +243,12 @@ pub async fn matmul_input_grad_with(
     }
     if kernel == InputGradKernel::Uniform && !uniform_windows(batch) {
         return Err(GpuError::shape(NAME, "the uniform kernel needs 64 KiB uniform bindings at 256-byte offsets"));
+    }
+    if kernel == InputGradKernel::Subgroup && !subgroup_lanes(batch) {
+        return Err(GpuError::shape(NAME, "the subgroup kernel needs subgroups of at least 8 lanes"));
+    }
+    if kernel == InputGradKernel::Subgroup && !rows.is_empty() && !vec4_rows(dy, dy_stride, w, &rows, tokens) {
+        return Err(GpuError::shape(NAME, format!("the subgroup kernel needs dy_stride {dy_stride} and the rows' start columns in multiples of 4, and dy `{}` holding whole vec4s", dy.label())));
     }
     crate::kernels::ensure_distinct(NAME, &[("dy", dy), ("dx", dx)])?;
     let Some(first_chunk) = w.chunks.first() else {
@@ -260,7 +304,7 @@ pub async fn matmul_input_grad_with(
         }
         return Ok(());
     }
-    if kernel == InputGradKernel::Storage {
+    if matches!(kernel, InputGradKernel::Storage | InputGradKernel::Subgroup) {
         for chunk in &w.chunks {
             let (lo, hi) = (rows.start.max(chunk.row0), rows.end.min(chunk.row0 + chunk.rows));
             for start in (lo..hi).step_by(DISPATCH_ROWS) {

@@ -190,11 +190,18 @@ impl MatmulKernel {
         if subgroups {
             // Lanes whose loads one broadcast run spans: at most 8 (one run of dequant8),
             // and it divides every subgroup size the device may pick.
-            kernel.with("SG", format!("{}u", subgroup_min.clamp(4, 8))).with_subgroups()
+            kernel.with("SG", format!("{}u", subgroup_min.clamp(4, 8))).with("BLOCKS", format!("{}u", block_tile(ty, subgroup_min, software) as u32)).with_subgroups()
         } else {
             kernel
         }
     }
+}
+
+/// Whether the subgroup tile walks Q4_0/Q4_1 rows a block at a time with vec4 loads
+/// (the shader's BLOCKS): on CPU devices, where it measured 1.4× the 8-value steps
+/// (docs/benchmarks.md); GPUs keep the kernel measured there.
+fn block_tile(ty: GgmlType, subgroup_min: u32, software: bool) -> bool {
+    software && subgroup_min >= 8 && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1)
 }
 
 /// The FMT constant of shaders/matmul.wgsl.
@@ -416,7 +423,12 @@ async fn matmul_impl(
             let xb = if x_vec4.is_some() { x.range(0, x_bytes) } else { x.into() };
             batch.dispatch(&pipeline, &params, &[xb, weights, y.into(), bias.into(), weights], grid(groups))?;
         } else {
-            batch.dispatch(&pipeline, &params, &[x.into(), weights, y.into(), bias.into()], grid(groups))?;
+            // The subgroup module also binds the chunk and x as vec4s (see there).
+            let mut bindings = vec![x.into(), weights, y.into(), bias.into()];
+            if subgroups {
+                bindings.extend([weights, x.into()]);
+            }
+            batch.dispatch(&pipeline, &params, &bindings, grid(groups))?;
         }
     }
     Ok(())
