@@ -82,7 +82,16 @@ struct Params {
     out_rs: u32,
     alpha: f32,
     k_split: u32,
-    _pad: [u32; 2],
+    /// 1: the register kernel loads L's (R's) 8 values at a k as two vec4s ([`vec4_block`]).
+    lhs_vec: u32,
+    rhs_vec: u32,
+}
+
+/// Whether lora.wgsl's `lora_registers` may load an operand's 8 values at one k as two
+/// vec4s: they lie side by side (`block_stride` 1) in whole vec4s (`block_len`, the
+/// offset and the stride along k multiples of 4).
+fn vec4_block(offset: u32, k_stride: u32, block_stride: u32, block_len: u32) -> u32 {
+    (block_stride == 1 && offset.is_multiple_of(4) && k_stride.is_multiple_of(4) && block_len.is_multiple_of(4)) as u32
 }
 
 /// f32 values of a buffer from `offset` (in elements) on: one tensor of a flat buffer.
@@ -199,12 +208,27 @@ async fn lora_matmul(
         out_rs: n,
         alpha,
         k_split: k,
-        _pad: [0; 2],
+        lhs_vec: vec4_block(lhs.view.offset, lhs.cs, lhs.rs, m),
+        rhs_vec: vec4_block(rhs.view.offset, rhs.rs, rhs.cs, n),
     };
     let operands = [lhs.view.buffer.into(), rhs.view.buffer.into()];
+    // The vec4 views bind at least one vec4; an operand under 16 bytes holds fewer than
+    // 4 values, so no whole vec4 block, and its view binds a spare buffer never read.
+    let spare = match lhs.view.buffer.size().min(rhs.view.buffer.size()) < 16 {
+        true => Some(batch.gpu().scratch("lora_vec4_spare", 16)?),
+        false => None,
+    };
+    let view4 = |b| match &spare {
+        Some(spare) if Buffer::size(b) < 16 => spare,
+        _ => b,
+    };
+    let (lhs4, rhs4) = (view4(lhs.view.buffer), view4(rhs.view.buffer));
     if registers {
         let groups = (m.div_ceil(BLOCK) * n.div_ceil(BLOCK)).div_ceil(REGISTER_WG);
-        return batch.dispatch(&pipeline, &params, &[operands[0], operands[1], out_view.buffer.into()], grid(groups));
+        let bindings = [operands[0], operands[1], out_view.buffer.into(), lhs4.into(), rhs4.into()];
+        batch.dispatch(&pipeline, &params, &bindings, grid(groups))?;
+        batch.retain(spare);
+        return Ok(());
     }
     let tiles = m.div_ceil(TILE) * n.div_ceil(TILE);
     let splits = match tiles < SPLIT_BELOW {
@@ -215,18 +239,20 @@ async fn lora_matmul(
     let k_split = k.div_ceil(splits).next_multiple_of(TILE).max(TILE);
     let splits = k.div_ceil(k_split).max(1);
     if splits == 1 {
-        return batch.dispatch(&pipeline, &params, &[operands[0], operands[1], out_view.buffer.into()], grid(tiles));
+        batch.dispatch(&pipeline, &params, &[operands[0], operands[1], out_view.buffer.into(), lhs4.into(), rhs4.into()], grid(tiles))?;
+        batch.retain(spare);
+        return Ok(());
     }
     // Each K range's partial sums into its slice of a scratch buffer, then their sum
     // into `out`.
     let gpu = batch.gpu();
     let partial = gpu.scratch("lora_partial", 4 * splits as u64 * m as u64 * n as u64)?;
     let first = Params { accumulate: 0, out_off: 0, alpha: 1.0, k_split, ..params };
-    batch.dispatch(&pipeline, &first, &[operands[0], operands[1], (&partial).into()], grid(tiles * splits))?;
+    batch.dispatch(&pipeline, &first, &[operands[0], operands[1], (&partial).into(), lhs4.into(), rhs4.into()], grid(tiles * splits))?;
     let reduce = gpu.pipeline(&kernel("lora_reduce")).await?;
     let second = Params { k: splits, lhs_off: 0, ..params };
     batch.dispatch(&reduce, &second, &[(&partial).into(), out_view.buffer.into()], grid((m * n).div_ceil(TILE * TILE)))?;
-    batch.retain([partial]);
+    batch.retain([partial].into_iter().chain(spare));
     Ok(())
 }
 
