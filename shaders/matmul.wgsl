@@ -30,17 +30,18 @@ fn fetch_x(i: u32, sl: u32) -> W8 {
 fn matmul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
     if (BLOCKS == 1u) {
-        matmul_tile_q4(group_index(wid, nwg), lid, sid % 8u);
+        matmul_tile_blocks(group_index(wid, nwg), lid, sid % 8u);
     } else {
         matmul_tile(group_index(wid, nwg), lid, sid % SG);
     }
 }
 
-// ---- Q4_0 / Q4_1 by whole blocks (BLOCKS = 1: CPU devices, 8-lane subgroups) ----
+// ---- Q4_0 / Q4_1 / Q8_0 by whole blocks (BLOCKS = 1: CPU devices, 8-lane subgroups) ----
 // llvmpipe runs a storage load as a loop over the lanes, about 22 instructions a value
 // for single words and 12 for vec4s, so this tile loads whole vec4s: a lane reads a row's
-// 32-value block as one vec4 of quant words, and x as one vec4 that the subgroup shares
-// (4 tokens × 8 values a load instead of 8). Second views of the weight and x buffers:
+// 32-value block as one vec4 of quant words (two for Q8_0), and x as one vec4 that the
+// subgroup shares (4 tokens × 8 values a load instead of 8). Second views of the weight
+// and x buffers:
 @group(0) @binding(5) var<storage, read> wv: array<vec4<u32>>;
 @group(0) @binding(6) var<storage, read> xv: array<vec4<f32>>;
 
@@ -51,8 +52,24 @@ fn fetch_x4(t0: u32, q: u32, k: u32, sl: u32) -> X4 {
               W8(subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u)), W8(subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u)));
 }
 
+// The quant words of block blk of the row at word `base`: Q4 in `a`, Q8_0 in `a`, `b`.
+struct Quants {
+    a: vec4<u32>,
+    b: vec4<u32>,
+}
+
+fn block_quants(base: u32, blk: u32) -> Quants {
+    if (FMT == 5u) {
+        return Quants(wv[base / 4u + 2u * blk], wv[base / 4u + 2u * blk + 1u]);
+    }
+    return Quants(wv[base / 4u + blk], vec4<u32>(0u));
+}
+
 // Scale (and Q4_1's min) of block blk of the row at word `base`.
-fn q4_scale(base: u32, blk: u32) -> vec2<f32> {
+fn block_scale(base: u32, blk: u32) -> vec2<f32> {
+    if (FMT == 5u) {
+        return vec2<f32>(f16_pair(w[base + (p.cols / 32u) * 8u + blk / 2u])[blk % 2u], 0.0);
+    }
     let scales = base + (p.cols / 32u) * 4u;
     if (FMT == 3u) {
         return vec2<f32>(f16_pair(w[scales + blk / 2u])[blk % 2u], 0.0);
@@ -61,10 +78,14 @@ fn q4_scale(base: u32, blk: u32) -> vec2<f32> {
 }
 
 // Values 8·sub..8·sub+8 of a block from its quant words (layout as dequant8).
-fn q4_values(q: vec4<u32>, s: vec2<f32>, sub: u32) -> W8 {
+fn block_values(q: Quants, s: vec2<f32>, sub: u32) -> W8 {
+    if (FMT == 5u) {
+        let pair = select(q.b, q.a, sub < 2u);
+        return W8(s.x * bytes4_i8(pair[(2u * sub) % 4u]), s.x * bytes4_i8(pair[(2u * sub) % 4u + 1u]));
+    }
     let shift = (sub / 2u) * 4u;
-    let lo = nibbles4(q[(2u * sub) % 4u], shift);
-    let hi = nibbles4(q[(2u * sub) % 4u + 1u], shift);
+    let lo = nibbles4(q.a[(2u * sub) % 4u], shift);
+    let hi = nibbles4(q.a[(2u * sub) % 4u + 1u], shift);
     if (FMT == 3u) {
         return W8(s.x * (lo - 8.0), s.x * (hi - 8.0));
     }
@@ -72,7 +93,7 @@ fn q4_values(q: vec4<u32>, s: vec2<f32>, sub: u32) -> W8 {
 }
 
 // matmul_tile's 4 rows × 16 tokens, a block of 32 values a step.
-fn matmul_tile_q4(g: u32, lid: u32, sl: u32) {
+fn matmul_tile_blocks(g: u32, lid: u32, sl: u32) {
     let t0 = (g % p.token_tiles) * 16u;
     let r = (g / p.token_tiles) * 4u * WG + lid + vec4<u32>(0u, 1u, 2u, 3u) * WG;
     let b = (min(r, vec4<u32>(p.rows - 1u)) + p.row0) * p.row_words;
@@ -93,19 +114,19 @@ fn matmul_tile_q4(g: u32, lid: u32, sl: u32) {
     var a14 = vec4<f32>(0.0);
     var a15 = vec4<f32>(0.0);
     for (var blk = 0u; blk < p.cols / 32u; blk++) {
-        let q0 = wv[b.x / 4u + blk];
-        let q1 = wv[b.y / 4u + blk];
-        let q2 = wv[b.z / 4u + blk];
-        let q3 = wv[b.w / 4u + blk];
-        let s0 = q4_scale(b.x, blk);
-        let s1 = q4_scale(b.y, blk);
-        let s2 = q4_scale(b.z, blk);
-        let s3 = q4_scale(b.w, blk);
+        let q0 = block_quants(b.x, blk);
+        let q1 = block_quants(b.y, blk);
+        let q2 = block_quants(b.z, blk);
+        let q3 = block_quants(b.w, blk);
+        let s0 = block_scale(b.x, blk);
+        let s1 = block_scale(b.y, blk);
+        let s2 = block_scale(b.z, blk);
+        let s3 = block_scale(b.w, blk);
         for (var sub = 0u; sub < 4u; sub++) {
-            let w0 = q4_values(q0, s0, sub);
-            let w1 = q4_values(q1, s1, sub);
-            let w2 = q4_values(q2, s2, sub);
-            let w3 = q4_values(q3, s3, sub);
+            let w0 = block_values(q0, s0, sub);
+            let w1 = block_values(q1, s1, sub);
+            let w2 = block_values(q2, s2, sub);
+            let w3 = block_values(q3, s3, sub);
             let k = blk * 32u + sub * 8u;
             let xa = fetch_x4(t0, 0u, k, sl);
             a0 += vec4<f32>(dot8(w0, xa.a), dot8(w1, xa.a), dot8(w2, xa.a), dot8(w3, xa.a));
