@@ -36,10 +36,10 @@ fn matmul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     }
 }
 
-// ---- Q4_0 / Q4_1 / Q8_0 by whole blocks (BLOCKS = 1: CPU devices, 8-lane subgroups) ----
+// ---- F32 / Q4_0 / Q4_1 / Q8_0 by blocks of 32 (BLOCKS = 1: CPU devices, 8-lane subgroups) ----
 // llvmpipe runs a storage load as a loop over the lanes, about 22 instructions a value
 // for single words and 12 for vec4s, so this tile loads whole vec4s: a lane reads a row's
-// 32-value block as one vec4 of quant words (two for Q8_0), and x as one vec4 that the
+// 32-value block as one vec4 of quant words (two for Q8_0; F32 two per 8 values), and x as one vec4 that the
 // subgroup shares (4 tokens × 8 values a load instead of 8). Second views of the weight
 // and x buffers:
 @group(0) @binding(5) var<storage, read> wv: array<vec4<u32>>;
@@ -59,6 +59,9 @@ struct Quants {
 }
 
 fn block_quants(base: u32, blk: u32) -> Quants {
+    if (FMT == 0u) {
+        return Quants(vec4<u32>(0u), vec4<u32>(0u));
+    }
     if (FMT == 5u) {
         return Quants(wv[base / 4u + 2u * blk], wv[base / 4u + 2u * blk + 1u]);
     }
@@ -67,6 +70,9 @@ fn block_quants(base: u32, blk: u32) -> Quants {
 
 // Scale (and Q4_1's min) of block blk of the row at word `base`.
 fn block_scale(base: u32, blk: u32) -> vec2<f32> {
+    if (FMT == 0u) {
+        return vec2<f32>(0.0);
+    }
     if (FMT == 5u) {
         return vec2<f32>(f16_pair(w[base + (p.cols / 32u) * 8u + blk / 2u])[blk % 2u], 0.0);
     }
@@ -77,8 +83,13 @@ fn block_scale(base: u32, blk: u32) -> vec2<f32> {
     return f16_pair(w[scales + blk]);
 }
 
-// Values 8·sub..8·sub+8 of a block from its quant words (layout as dequant8).
-fn block_values(q: Quants, s: vec2<f32>, sub: u32) -> W8 {
+// Values 8·sub..8·sub+8 of block blk of the row at word `base`, from its quant words
+// (layout as dequant8); F32 rows are read here, two vec4s at a time.
+fn block_values(base: u32, blk: u32, q: Quants, s: vec2<f32>, sub: u32) -> W8 {
+    if (FMT == 0u) {
+        let i = base / 4u + blk * 8u + sub * 2u;
+        return W8(bitcast<vec4<f32>>(wv[i]), bitcast<vec4<f32>>(wv[i + 1u]));
+    }
     if (FMT == 5u) {
         let pair = select(q.b, q.a, sub < 2u);
         return W8(s.x * bytes4_i8(pair[(2u * sub) % 4u]), s.x * bytes4_i8(pair[(2u * sub) % 4u + 1u]));
@@ -113,7 +124,8 @@ fn matmul_tile_blocks(g: u32, lid: u32, sl: u32) {
     var a13 = vec4<f32>(0.0);
     var a14 = vec4<f32>(0.0);
     var a15 = vec4<f32>(0.0);
-    for (var blk = 0u; blk < p.cols / 32u; blk++) {
+    // F32 rows may end inside a block (K a multiple of 8): the last one stops early.
+    for (var blk = 0u; blk < (p.cols + 31u) / 32u; blk++) {
         let q0 = block_quants(b.x, blk);
         let q1 = block_quants(b.y, blk);
         let q2 = block_quants(b.z, blk);
@@ -123,10 +135,13 @@ fn matmul_tile_blocks(g: u32, lid: u32, sl: u32) {
         let s2 = block_scale(b.z, blk);
         let s3 = block_scale(b.w, blk);
         for (var sub = 0u; sub < 4u; sub++) {
-            let w0 = block_values(q0, s0, sub);
-            let w1 = block_values(q1, s1, sub);
-            let w2 = block_values(q2, s2, sub);
-            let w3 = block_values(q3, s3, sub);
+            if (blk * 32u + sub * 8u >= p.cols) {
+                break;
+            }
+            let w0 = block_values(b.x, blk, q0, s0, sub);
+            let w1 = block_values(b.y, blk, q1, s1, sub);
+            let w2 = block_values(b.z, blk, q2, s2, sub);
+            let w3 = block_values(b.w, blk, q3, s3, sub);
             let k = blk * 32u + sub * 8u;
             let xa = fetch_x4(t0, 0u, k, sl);
             a0 += vec4<f32>(dot8(w0, xa.a), dot8(w1, xa.a), dot8(w2, xa.a), dot8(w3, xa.a));

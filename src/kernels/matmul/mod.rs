@@ -197,11 +197,11 @@ impl MatmulKernel {
     }
 }
 
-/// Whether the subgroup tile walks Q4_0/Q4_1/Q8_0 rows a block at a time with vec4 loads
+/// Whether the subgroup tile walks F32/Q4_0/Q4_1/Q8_0 rows 32 values at a time with vec4 loads
 /// (the shader's BLOCKS): on CPU devices, where it measured 1.4× the 8-value steps
 /// (docs/benchmarks.md); GPUs keep the kernel measured there.
 fn block_tile(ty: GgmlType, subgroup_min: u32, software: bool) -> bool {
-    software && subgroup_min >= 8 && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+    software && subgroup_min >= 8 && matches!(ty, GgmlType::F32 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
 }
 
 /// The FMT constant of shaders/matmul.wgsl.
