@@ -108,22 +108,7 @@ fn matmul_tile_blocks(g: u32, lid: u32, sl: u32) {
     let t0 = (g % p.token_tiles) * 16u;
     let r = (g / p.token_tiles) * 4u * WG + lid + vec4<u32>(0u, 1u, 2u, 3u) * WG;
     let b = (min(r, vec4<u32>(p.rows - 1u)) + p.row0) * p.row_words;
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
-    var a4 = vec4<f32>(0.0);
-    var a5 = vec4<f32>(0.0);
-    var a6 = vec4<f32>(0.0);
-    var a7 = vec4<f32>(0.0);
-    var a8 = vec4<f32>(0.0);
-    var a9 = vec4<f32>(0.0);
-    var a10 = vec4<f32>(0.0);
-    var a11 = vec4<f32>(0.0);
-    var a12 = vec4<f32>(0.0);
-    var a13 = vec4<f32>(0.0);
-    var a14 = vec4<f32>(0.0);
-    var a15 = vec4<f32>(0.0);
+    var acc: Tile;
     // F32 rows may end inside a block (K a multiple of 8): the last one stops early.
     for (var blk = 0u; blk < (p.cols + 31u) / 32u; blk++) {
         let q0 = block_quants(b.x, blk);
@@ -135,52 +120,19 @@ fn matmul_tile_blocks(g: u32, lid: u32, sl: u32) {
         let s2 = block_scale(b.z, blk);
         let s3 = block_scale(b.w, blk);
         for (var sub = 0u; sub < 4u; sub++) {
-            if (blk * 32u + sub * 8u >= p.cols) {
+            let k = blk * 32u + sub * 8u;
+            if (k >= p.cols) {
                 break;
             }
-            let w0 = block_values(b.x, blk, q0, s0, sub);
-            let w1 = block_values(b.y, blk, q1, s1, sub);
-            let w2 = block_values(b.z, blk, q2, s2, sub);
-            let w3 = block_values(b.w, blk, q3, s3, sub);
-            let k = blk * 32u + sub * 8u;
-            let xa = fetch_x4(t0, 0u, k, sl);
-            a0 += vec4<f32>(dot8(w0, xa.a), dot8(w1, xa.a), dot8(w2, xa.a), dot8(w3, xa.a));
-            a1 += vec4<f32>(dot8(w0, xa.b), dot8(w1, xa.b), dot8(w2, xa.b), dot8(w3, xa.b));
-            a2 += vec4<f32>(dot8(w0, xa.c), dot8(w1, xa.c), dot8(w2, xa.c), dot8(w3, xa.c));
-            a3 += vec4<f32>(dot8(w0, xa.d), dot8(w1, xa.d), dot8(w2, xa.d), dot8(w3, xa.d));
-            let xb = fetch_x4(t0, 1u, k, sl);
-            a4 += vec4<f32>(dot8(w0, xb.a), dot8(w1, xb.a), dot8(w2, xb.a), dot8(w3, xb.a));
-            a5 += vec4<f32>(dot8(w0, xb.b), dot8(w1, xb.b), dot8(w2, xb.b), dot8(w3, xb.b));
-            a6 += vec4<f32>(dot8(w0, xb.c), dot8(w1, xb.c), dot8(w2, xb.c), dot8(w3, xb.c));
-            a7 += vec4<f32>(dot8(w0, xb.d), dot8(w1, xb.d), dot8(w2, xb.d), dot8(w3, xb.d));
-            let xc = fetch_x4(t0, 2u, k, sl);
-            a8 += vec4<f32>(dot8(w0, xc.a), dot8(w1, xc.a), dot8(w2, xc.a), dot8(w3, xc.a));
-            a9 += vec4<f32>(dot8(w0, xc.b), dot8(w1, xc.b), dot8(w2, xc.b), dot8(w3, xc.b));
-            a10 += vec4<f32>(dot8(w0, xc.c), dot8(w1, xc.c), dot8(w2, xc.c), dot8(w3, xc.c));
-            a11 += vec4<f32>(dot8(w0, xc.d), dot8(w1, xc.d), dot8(w2, xc.d), dot8(w3, xc.d));
-            let xd = fetch_x4(t0, 3u, k, sl);
-            a12 += vec4<f32>(dot8(w0, xd.a), dot8(w1, xd.a), dot8(w2, xd.a), dot8(w3, xd.a));
-            a13 += vec4<f32>(dot8(w0, xd.b), dot8(w1, xd.b), dot8(w2, xd.b), dot8(w3, xd.b));
-            a14 += vec4<f32>(dot8(w0, xd.c), dot8(w1, xd.c), dot8(w2, xd.c), dot8(w3, xd.c));
-            a15 += vec4<f32>(dot8(w0, xd.d), dot8(w1, xd.d), dot8(w2, xd.d), dot8(w3, xd.d));
+            let w = W32(block_values(b.x, blk, q0, s0, sub), block_values(b.y, blk, q1, s1, sub),
+                        block_values(b.z, blk, q2, s2, sub), block_values(b.w, blk, q3, s3, sub));
+            acc.q0 += products(w, fetch_x4(t0, 0u, k, sl));
+            acc.q1 += products(w, fetch_x4(t0, 1u, k, sl));
+            acc.q2 += products(w, fetch_x4(t0, 2u, k, sl));
+            acc.q3 += products(w, fetch_x4(t0, 3u, k, sl));
         }
     }
-    store4(r, t0, 0u, a0);
-    store4(r, t0, 1u, a1);
-    store4(r, t0, 2u, a2);
-    store4(r, t0, 3u, a3);
-    store4(r, t0, 4u, a4);
-    store4(r, t0, 5u, a5);
-    store4(r, t0, 6u, a6);
-    store4(r, t0, 7u, a7);
-    store4(r, t0, 8u, a8);
-    store4(r, t0, 9u, a9);
-    store4(r, t0, 10u, a10);
-    store4(r, t0, 11u, a11);
-    store4(r, t0, 12u, a12);
-    store4(r, t0, 13u, a13);
-    store4(r, t0, 14u, a14);
-    store4(r, t0, 15u, a15);
+    store_tile(r, t0, acc);
 }
 
 // ---- shared: both modules ----
@@ -296,6 +248,50 @@ fn dot8(a: W8, b: W8) -> f32 {
     return dot(a.lo, b.lo) + dot(a.hi, b.hi);
 }
 
+// 4 weight rows × 8 values.
+struct W32 {
+    r0: W8,
+    r1: W8,
+    r2: W8,
+    r3: W8,
+}
+
+// A lane's outputs for 4 tokens: token j's 4 rows in column j.
+fn products(w: W32, x: X4) -> mat4x4<f32> {
+    return mat4x4<f32>(vec4<f32>(dot8(w.r0, x.a), dot8(w.r1, x.a), dot8(w.r2, x.a), dot8(w.r3, x.a)),
+                       vec4<f32>(dot8(w.r0, x.b), dot8(w.r1, x.b), dot8(w.r2, x.b), dot8(w.r3, x.b)),
+                       vec4<f32>(dot8(w.r0, x.c), dot8(w.r1, x.c), dot8(w.r2, x.c), dot8(w.r3, x.c)),
+                       vec4<f32>(dot8(w.r0, x.d), dot8(w.r1, x.d), dot8(w.r2, x.d), dot8(w.r3, x.d)));
+}
+
+// A lane's 4 rows × 16 tokens of accumulators: tokens 4i..4i+4 in q_i (as products).
+// Named fields, not an array: llvmpipe keeps indexed private arrays in memory.
+struct Tile {
+    q0: mat4x4<f32>,
+    q1: mat4x4<f32>,
+    q2: mat4x4<f32>,
+    q3: mat4x4<f32>,
+}
+
+fn store_tile(r: vec4<u32>, t0: u32, acc: Tile) {
+    store4(r, t0, 0u, acc.q0[0]);
+    store4(r, t0, 1u, acc.q0[1]);
+    store4(r, t0, 2u, acc.q0[2]);
+    store4(r, t0, 3u, acc.q0[3]);
+    store4(r, t0, 4u, acc.q1[0]);
+    store4(r, t0, 5u, acc.q1[1]);
+    store4(r, t0, 6u, acc.q1[2]);
+    store4(r, t0, 7u, acc.q1[3]);
+    store4(r, t0, 8u, acc.q2[0]);
+    store4(r, t0, 9u, acc.q2[1]);
+    store4(r, t0, 10u, acc.q2[2]);
+    store4(r, t0, 11u, acc.q2[3]);
+    store4(r, t0, 12u, acc.q3[0]);
+    store4(r, t0, 13u, acc.q3[1]);
+    store4(r, t0, 14u, acc.q3[2]);
+    store4(r, t0, 15u, acc.q3[3]);
+}
+
 // Offset of x[t0 + t, 0], tokens past the end clamped to the last one.
 fn x_row(t0: u32, t: u32) -> u32 {
     return min(t0 + t, p.tokens - 1u) * p.cols;
@@ -327,85 +323,27 @@ fn store4(r: vec4<u32>, t0: u32, t: u32, v: vec4<f32>) {
     }
 }
 
-// Each lane owns 4 weight rows (lane + i·WG) × TT = 16 tokens, 64 accumulators. On
-// llvmpipe every per-lane storage load is scalarized, so the tile is as large as
-// possible: per 8 values of k a lane makes 16 activation loads (fetch_x) and 4 weight
-// loads of dequant8 for 512 multiply-adds. Written out by hand because llvmpipe keeps
-// loop-indexed private arrays in scratch memory.
+// Each lane owns 4 weight rows (lane + i·WG) × TT = 16 tokens, 64 accumulators (a
+// Tile). On llvmpipe every per-lane storage load is scalarized, so the tile is as large
+// as possible: per 8 values of k a lane makes 16 activation loads (fetch_x) and 4 weight
+// loads of dequant8 for 512 multiply-adds.
 fn matmul_tile(g: u32, lid: u32, sl: u32) {
     let t0 = (g % p.token_tiles) * 16u;
     let r = (g / p.token_tiles) * 4u * WG + lid + vec4<u32>(0u, 1u, 2u, 3u) * WG;
     let b = (min(r, vec4<u32>(p.rows - 1u)) + p.row0) * p.row_words;
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
-    var a4 = vec4<f32>(0.0);
-    var a5 = vec4<f32>(0.0);
-    var a6 = vec4<f32>(0.0);
-    var a7 = vec4<f32>(0.0);
-    var a8 = vec4<f32>(0.0);
-    var a9 = vec4<f32>(0.0);
-    var a10 = vec4<f32>(0.0);
-    var a11 = vec4<f32>(0.0);
-    var a12 = vec4<f32>(0.0);
-    var a13 = vec4<f32>(0.0);
-    var a14 = vec4<f32>(0.0);
-    var a15 = vec4<f32>(0.0);
+    var acc: Tile;
     for (var k = 0u; k < p.cols; k += 8u) {
-        let w0 = dequant8(b.x, k);
-        let w1 = dequant8(b.y, k);
-        let w2 = dequant8(b.z, k);
-        let w3 = dequant8(b.w, k);
-        let x0 = fetch_x(x_row(t0, 0u) + k, sl);
-        a0 += vec4<f32>(dot8(w0, x0), dot8(w1, x0), dot8(w2, x0), dot8(w3, x0));
-        let x1 = fetch_x(x_row(t0, 1u) + k, sl);
-        a1 += vec4<f32>(dot8(w0, x1), dot8(w1, x1), dot8(w2, x1), dot8(w3, x1));
-        let x2 = fetch_x(x_row(t0, 2u) + k, sl);
-        a2 += vec4<f32>(dot8(w0, x2), dot8(w1, x2), dot8(w2, x2), dot8(w3, x2));
-        let x3 = fetch_x(x_row(t0, 3u) + k, sl);
-        a3 += vec4<f32>(dot8(w0, x3), dot8(w1, x3), dot8(w2, x3), dot8(w3, x3));
-        let x4 = fetch_x(x_row(t0, 4u) + k, sl);
-        a4 += vec4<f32>(dot8(w0, x4), dot8(w1, x4), dot8(w2, x4), dot8(w3, x4));
-        let x5 = fetch_x(x_row(t0, 5u) + k, sl);
-        a5 += vec4<f32>(dot8(w0, x5), dot8(w1, x5), dot8(w2, x5), dot8(w3, x5));
-        let x6 = fetch_x(x_row(t0, 6u) + k, sl);
-        a6 += vec4<f32>(dot8(w0, x6), dot8(w1, x6), dot8(w2, x6), dot8(w3, x6));
-        let x7 = fetch_x(x_row(t0, 7u) + k, sl);
-        a7 += vec4<f32>(dot8(w0, x7), dot8(w1, x7), dot8(w2, x7), dot8(w3, x7));
-        let x8 = fetch_x(x_row(t0, 8u) + k, sl);
-        a8 += vec4<f32>(dot8(w0, x8), dot8(w1, x8), dot8(w2, x8), dot8(w3, x8));
-        let x9 = fetch_x(x_row(t0, 9u) + k, sl);
-        a9 += vec4<f32>(dot8(w0, x9), dot8(w1, x9), dot8(w2, x9), dot8(w3, x9));
-        let x10 = fetch_x(x_row(t0, 10u) + k, sl);
-        a10 += vec4<f32>(dot8(w0, x10), dot8(w1, x10), dot8(w2, x10), dot8(w3, x10));
-        let x11 = fetch_x(x_row(t0, 11u) + k, sl);
-        a11 += vec4<f32>(dot8(w0, x11), dot8(w1, x11), dot8(w2, x11), dot8(w3, x11));
-        let x12 = fetch_x(x_row(t0, 12u) + k, sl);
-        a12 += vec4<f32>(dot8(w0, x12), dot8(w1, x12), dot8(w2, x12), dot8(w3, x12));
-        let x13 = fetch_x(x_row(t0, 13u) + k, sl);
-        a13 += vec4<f32>(dot8(w0, x13), dot8(w1, x13), dot8(w2, x13), dot8(w3, x13));
-        let x14 = fetch_x(x_row(t0, 14u) + k, sl);
-        a14 += vec4<f32>(dot8(w0, x14), dot8(w1, x14), dot8(w2, x14), dot8(w3, x14));
-        let x15 = fetch_x(x_row(t0, 15u) + k, sl);
-        a15 += vec4<f32>(dot8(w0, x15), dot8(w1, x15), dot8(w2, x15), dot8(w3, x15));
+        let w = W32(dequant8(b.x, k), dequant8(b.y, k), dequant8(b.z, k), dequant8(b.w, k));
+        acc.q0 += products(w, X4(fetch_x(x_row(t0, 0u) + k, sl), fetch_x(x_row(t0, 1u) + k, sl),
+                                 fetch_x(x_row(t0, 2u) + k, sl), fetch_x(x_row(t0, 3u) + k, sl)));
+        acc.q1 += products(w, X4(fetch_x(x_row(t0, 4u) + k, sl), fetch_x(x_row(t0, 5u) + k, sl),
+                                 fetch_x(x_row(t0, 6u) + k, sl), fetch_x(x_row(t0, 7u) + k, sl)));
+        acc.q2 += products(w, X4(fetch_x(x_row(t0, 8u) + k, sl), fetch_x(x_row(t0, 9u) + k, sl),
+                                 fetch_x(x_row(t0, 10u) + k, sl), fetch_x(x_row(t0, 11u) + k, sl)));
+        acc.q3 += products(w, X4(fetch_x(x_row(t0, 12u) + k, sl), fetch_x(x_row(t0, 13u) + k, sl),
+                                 fetch_x(x_row(t0, 14u) + k, sl), fetch_x(x_row(t0, 15u) + k, sl)));
     }
-    store4(r, t0, 0u, a0);
-    store4(r, t0, 1u, a1);
-    store4(r, t0, 2u, a2);
-    store4(r, t0, 3u, a3);
-    store4(r, t0, 4u, a4);
-    store4(r, t0, 5u, a5);
-    store4(r, t0, 6u, a6);
-    store4(r, t0, 7u, a7);
-    store4(r, t0, 8u, a8);
-    store4(r, t0, 9u, a9);
-    store4(r, t0, 10u, a10);
-    store4(r, t0, 11u, a11);
-    store4(r, t0, 12u, a12);
-    store4(r, t0, 13u, a13);
-    store4(r, t0, 14u, a14);
-    store4(r, t0, 15u, a15);
+    store_tile(r, t0, acc);
 }
 
 // Embedding gather: y[t, k..k+8] = W[ids[t], k..k+8] for the ids in this chunk. It

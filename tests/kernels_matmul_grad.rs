@@ -261,6 +261,7 @@ fn input_grad_bad_shapes_are_errors() -> Result<(), GpuError> {
         pollster::block_on(matmul_input_grad(&mut batch, dy, stride, &w, rows, dx, tokens, false))
     };
     assert!(call(&dy, 4, 0..4, &dx, 2).is_ok());
+    assert!(call(&dy, 4, 0..4, &dx, 0).is_ok(), "no tokens: nothing to do");
     for (what, result) in [
         ("too many tokens for dy and dx", call(&dy, 4, 0..4, &dx, 3)),
         ("rows past the end", call(&dy, 4, 2..5, &dx, 2)),

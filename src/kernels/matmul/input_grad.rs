@@ -201,7 +201,7 @@ pub async fn matmul_input_grad(
 /// and dy holding the last token's final vec4 whole.
 fn vec4_rows(dy: &Buffer, dy_stride: u32, w: &Weight, rows: &Range<usize>, tokens: u32) -> bool {
     let starts_aligned = w.chunks.iter().all(|c| c.row0 <= rows.start || c.row0 >= rows.end || (c.row0 - rows.start).is_multiple_of(4));
-    let last = (tokens as u64 - 1) * dy_stride as u64 + rows.len().next_multiple_of(4) as u64;
+    let last = (tokens as u64).saturating_sub(1) * dy_stride as u64 + rows.len().next_multiple_of(4) as u64;
     dy_stride.is_multiple_of(4) && starts_aligned && dy.size() >= 4 * last
 }
 
