@@ -295,15 +295,15 @@ fn prepare(args: &TrainArgs, tokenizer: &Tokenizer, template: &ChatTemplate) -> 
             Split::Validation => data.validation.push(tokens),
         }
     }
-    if data.train.is_empty() {
-        return Err(format!("no training examples came out of {} input file(s)", inputs.len()).into());
-    }
     let held = data.hold_out_examples(args.val_fraction, args.run.seed);
     if held > 0 {
         eprintln!(
-            "note: no whole document was held out for validation ({} document(s)); holding out {held} of the examples instead",
+            "note: the split by document left one side empty ({} document(s)); holding out {held} of the examples instead",
             summary.documents
         );
+    }
+    if data.train.is_empty() {
+        return Err(format!("no training examples came out of {} input file(s)", inputs.len()).into());
     }
     Ok((data, summary))
 }

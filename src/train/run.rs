@@ -32,11 +32,14 @@ pub struct Dataset {
 
 impl Dataset {
     /// Whole documents are held out so validation measures unseen material; with few
-    /// documents none may fall on that side. Then this holds out a seeded `fraction`
-    /// of the training examples instead (at least one, keeping their order) and
-    /// returns how many; 0 when validation already has examples or there are fewer
-    /// than two.
+    /// documents one side may stay empty (a single document falls on one side whole).
+    /// Then this splits by example instead: every example back in training, and a
+    /// seeded `fraction` of them held out (at least one, keeping their order); returns
+    /// how many. 0 when both sides already have examples or there are fewer than two.
     pub fn hold_out_examples(&mut self, fraction: f64, seed: u64) -> usize {
+        if self.train.is_empty() {
+            self.train = std::mem::take(&mut self.validation);
+        }
         if !self.validation.is_empty() || self.train.len() < 2 || fraction <= 0.0 {
             return 0;
         }
@@ -233,6 +236,32 @@ impl Runner {
             }
         }
         Ok(Some(report))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Dataset, Tokens};
+
+    fn examples(n: u32) -> Vec<Tokens> {
+        (0..n).map(|i| Tokens { ids: vec![i, i + 1], mask: vec![1, 1] }).collect()
+    }
+
+    /// Whichever side a lone document fell on, training keeps examples and validation
+    /// gets a seeded share of them; a split with both sides is left alone.
+    #[test]
+    fn an_empty_side_is_filled_by_example() {
+        for (train, validation) in [(examples(10), vec![]), (vec![], examples(10))] {
+            let mut data = Dataset { train, validation };
+            assert_eq!(data.hold_out_examples(0.3, 7), 3);
+            assert_eq!((data.train.len(), data.validation.len()), (7, 3));
+            let mut again = Dataset { train: examples(10), validation: vec![] };
+            again.hold_out_examples(0.3, 7);
+            assert_eq!(data.validation.iter().map(|t| t.ids[0]).collect::<Vec<_>>(), again.validation.iter().map(|t| t.ids[0]).collect::<Vec<_>>());
+        }
+        let mut both = Dataset { train: examples(4), validation: examples(2) };
+        assert_eq!(both.hold_out_examples(0.3, 7), 0);
+        assert_eq!((both.train.len(), both.validation.len()), (4, 2));
     }
 }
 

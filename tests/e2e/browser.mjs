@@ -1,6 +1,7 @@
 // Debian's Chromium through playwright-core, with software WebGPU (SwiftShader) and
 // nothing that phones home on its own.
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -31,13 +32,22 @@ export const QUIET_FLAGS = [
   '--no-first-run',
 ];
 
-/** Launches headless Chromium; `webgpu: false` leaves WebGPU's flags out. */
-export function launch({ webgpu = true } = {}) {
-  return chromium.launch({
+/**
+ * Launches headless Chromium; `webgpu: false` leaves WebGPU's flags out. Chromium keeps
+ * a context's storage (the model in the private file system: about 100 MB) in scoped
+ * directories under TMPDIR and leaves them behind, so each browser gets a TMPDIR of its
+ * own, removed when it closes.
+ */
+export async function launch({ webgpu = true } = {}) {
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'classtune-e2e-'));
+  const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     args: [...(webgpu ? WEBGPU_FLAGS : []), ...QUIET_FLAGS],
+    env: { ...process.env, TMPDIR: tmp },
   });
+  browser.on('disconnected', () => rmSync(tmp, { recursive: true, force: true }));
+  return browser;
 }
 
 /**
