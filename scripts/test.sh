@@ -31,7 +31,17 @@ part native cargo test --workspace
 
 export CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver}
 export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-300}
-part wasm cargo test --target wasm32-unknown-unknown --test web --test web_data --test web_train
+# chromedriver's Chrome leaves its profile (~100 MB a test binary) under TMPDIR: a
+# private one, removed after.
+run_wasm() {
+    local tmp rc
+    tmp=$(mktemp -d)
+    TMPDIR=$tmp cargo test --target wasm32-unknown-unknown --test web --test web_data --test web_train
+    rc=$?
+    rm -rf "$tmp"
+    return $rc
+}
+part wasm run_wasm
 
 e2e_summary="e2e: 0 passed, 1 failed (not run: the app did not build)"
 run_e2e() {
