@@ -8,8 +8,9 @@
 //
 // Constants set by the loader: FMT (0 F32, 1 F16, 2 BF16, 3 Q4_0, 4 Q4_1, 5 Q8_0,
 // 6 Q4_K, 7 Q6_K), WG (lanes per workgroup), TT (tokens per tile, 16; the
-// matrix-vector kernel is shaders/matvec.wgsl), and for the subgroup kernel SG (lanes whose loads one broadcast spans; divides the
-// subgroup size).
+// matrix-vector kernel is shaders/matvec.wgsl), and for the subgroup kernel SG (lanes
+// whose loads one broadcast spans; divides the subgroup size) and BLOCKS (1: the block
+// tile below, for CPU devices).
 
 // ---- subgroup activation fetch: the subgroup module is the file up to "portable" ----
 
@@ -38,10 +39,10 @@ fn matmul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 
 // ---- F32 / Q4_0 / Q4_1 / Q8_0 by blocks of 32 (BLOCKS = 1: CPU devices, 8-lane subgroups) ----
 // llvmpipe runs a storage load as a loop over the lanes, about 22 instructions a value
-// for single words and 12 for vec4s, so this tile loads whole vec4s: a lane reads a row's
-// 32-value block as one vec4 of quant words (two for Q8_0; F32 two per 8 values), and x as one vec4 that the
-// subgroup shares (4 tokens × 8 values a load instead of 8). Second views of the weight
-// and x buffers:
+// for single words and 12 for vec4s, so this tile loads whole vec4s: a lane reads a
+// row's 32-value block as one vec4 of quant words (two for Q8_0; F32 two per 8 values),
+// and x as one vec4 that the subgroup shares (4 tokens × 8 values a load instead of 8).
+// Second views of the weight and x buffers:
 @group(0) @binding(5) var<storage, read> wv: array<vec4<u32>>;
 @group(0) @binding(6) var<storage, read> xv: array<vec4<f32>>;
 

@@ -11,22 +11,23 @@
 // store-bound: half the speed), and all lanes read the same dy values.
 //
 // Three modules, three ways to read dy (the split of matmul.wgsl):
-// - uniform, the file up to "storage dy", for CPU devices: llvmpipe runs every storage
-//   load as a loop over the SIMD lanes, even when they share the address, but a uniform
-//   load is one gather (2–3× faster here). dy is first packed
+// - uniform, the file up to "storage dy", for CPU devices without 8-lane subgroups:
+//   llvmpipe runs every storage load as a loop over the SIMD lanes, even when they share
+//   the address, but a uniform load is one gather (2–3× faster here). dy is first packed
 //   (matmul_input_grad_pack, storage module) into [token tile][row][16 tokens], and each
 //   dispatch binds a 64 KiB window of it: up to 1024 rows of one tile, or whole tiles.
-// - subgroup, "shared" up to "storage dy" plus the file from "subgroup dy" on, for CPU
-//   devices with 8-lane subgroups: dy read in place as vec4s (one lane loads a token's 4
-//   rows) and shared by subgroupBroadcast; 2–2.5× the uniform module's speed on llvmpipe
-//   with no packed copy, where dy's columns line up on vec4s (the host checks).
-// - storage, the file from "shared" up to "subgroup dy", for GPUs: dy read in place, one dispatch per
-//   weight chunk, as uniform-address loads are broadcasts there. Where that leaves most
-//   of a GPU idle (the lm_head: 576 columns × 256 tokens are only 1,152 lanes, each
-//   walking 16,384 rows), the rows are split into segments, a third dispatch dimension
-//   folded into the workgroup index: each segment writes its partial sums to its own
-//   slice of a scratch buffer (bound in the dx slot) and matmul_input_grad_reduce adds
-//   the slices into dx.
+// - subgroup, "shared" up to "storage dy" plus the file from "subgroup dy" on (entry
+//   matmul_input_grad_subgroup), for CPU devices with 8-lane subgroups: dy read in place
+//   as vec4s (one lane loads a token's 4 rows) and shared by subgroupBroadcast; 2–2.5×
+//   the uniform module's speed on llvmpipe with no packed copy, where dy's columns line
+//   up on vec4s (the host checks).
+// - storage, the file from "shared" up to "subgroup dy", for GPUs: dy read in place, one
+//   dispatch per weight chunk, as uniform-address loads are broadcasts there. Where that
+//   leaves most of a GPU idle (the lm_head: 576 columns × 256 tokens are only 1,152
+//   lanes, each walking 16,384 rows), the rows are split into segments, a third dispatch
+//   dimension folded into the workgroup index: each segment writes its partial sums to
+//   its own slice of a scratch buffer (bound in the dx slot) and matmul_input_grad_reduce
+//   adds the slices into dx.
 //
 // Constants set by the loader: FMT (as matmul.wgsl), WG (lanes per workgroup).
 
@@ -35,12 +36,6 @@
 // 4096 vec4 = 64 KiB (WebGPU's default uniform binding limit) of packed dy: row r of
 // tile i at vec4 (i · tile_rows + r) · 4, tokens 0–3, 4–7, 8–11, 12–15.
 @group(0) @binding(1) var<uniform> dyw: array<vec4<f32>, 4096>;
-
-@compute @workgroup_size(WG)
-fn matmul_input_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_index) lid: u32) {
-    input_grad(group_index(wid, nwg), lid, 0u);
-}
 
 // The 16 tokens of tile `tile` (of this dispatch) at rows r (of this dispatch).
 fn fetch_dy(tile: u32, r: vec4<u32>, n1: u32, sl: u32) -> Dy16 {
@@ -109,7 +104,13 @@ fn store_dx(base: u32, t: u32, k: u32, lo: vec4<f32>, hi: vec4<f32>) {
 // Accumulators written out by hand, as in matmul.wgsl (llvmpipe keeps indexed private
 // arrays in memory). The host keeps a segment's rows / 4 iterations within llvmpipe's
 // 65,535 loop iterations.
-// `sl`: the lane within its subgroup (subgroup module; 0 in the others).
+@compute @workgroup_size(WG)
+fn matmul_input_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    input_grad(group_index(wid, nwg), lid, 0u);
+}
+
+// `sl`: the lane within its subgroup (matmul_input_grad_subgroup; 0 from the entry above).
 fn input_grad(g: u32, lid: u32, sl: u32) {
     let col_groups = (p.cols / 8u + WG - 1u) / WG;
     let per_segment = col_groups * p.tiles;
@@ -203,12 +204,6 @@ fn dy_rows(t: u32, r: vec4<u32>) -> vec4<f32> {
     return vec4<f32>(dy[o + r.x], dy[o + r.y], dy[o + r.z], dy[o + r.w]);
 }
 
-@compute @workgroup_size(WG)
-fn matmul_input_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_index) lid: u32) {
-    input_grad(group_index(wid, nwg), lid, 0u);
-}
-
 fn fetch_dy(tile: u32, r: vec4<u32>, n1: u32, sl: u32) -> Dy16 {
     let t = (p.tile0 + tile) * 16u;
     return Dy16(mat4x4<f32>(dy_rows(t, r), dy_rows(t + 1u, r), dy_rows(t + 2u, r), dy_rows(t + 3u, r)),
@@ -266,8 +261,8 @@ fn matmul_input_grad_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
 @group(0) @binding(1) var<storage, read> dy4: array<vec4<f32>>;  // [tokens, dy_stride / 4]
 
 @compute @workgroup_size(WG)
-fn matmul_input_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+fn matmul_input_grad_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
     input_grad(group_index(wid, nwg), lid, sid % 8u);
 }
 

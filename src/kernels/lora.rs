@@ -223,10 +223,11 @@ async fn lora_matmul(
         _ => b,
     };
     let (lhs4, rhs4) = (view4(lhs.view.buffer), view4(rhs.view.buffer));
+    // The five bindings of a product written to `out`.
+    let bindings = |out| [operands[0], operands[1], out, lhs4.into(), rhs4.into()];
     if registers {
         let groups = (m.div_ceil(BLOCK) * n.div_ceil(BLOCK)).div_ceil(REGISTER_WG);
-        let bindings = [operands[0], operands[1], out_view.buffer.into(), lhs4.into(), rhs4.into()];
-        batch.dispatch(&pipeline, &params, &bindings, grid(groups))?;
+        batch.dispatch(&pipeline, &params, &bindings(out_view.buffer.into()), grid(groups))?;
         batch.retain(spare);
         return Ok(());
     }
@@ -239,7 +240,7 @@ async fn lora_matmul(
     let k_split = k.div_ceil(splits).next_multiple_of(TILE).max(TILE);
     let splits = k.div_ceil(k_split).max(1);
     if splits == 1 {
-        batch.dispatch(&pipeline, &params, &[operands[0], operands[1], out_view.buffer.into(), lhs4.into(), rhs4.into()], grid(tiles))?;
+        batch.dispatch(&pipeline, &params, &bindings(out_view.buffer.into()), grid(tiles))?;
         batch.retain(spare);
         return Ok(());
     }
@@ -248,7 +249,7 @@ async fn lora_matmul(
     let gpu = batch.gpu();
     let partial = gpu.scratch("lora_partial", 4 * splits as u64 * m as u64 * n as u64)?;
     let first = Params { accumulate: 0, out_off: 0, alpha: 1.0, k_split, ..params };
-    batch.dispatch(&pipeline, &first, &[operands[0], operands[1], (&partial).into(), lhs4.into(), rhs4.into()], grid(tiles * splits))?;
+    batch.dispatch(&pipeline, &first, &bindings((&partial).into()), grid(tiles * splits))?;
     let reduce = gpu.pipeline(&kernel("lora_reduce")).await?;
     let second = Params { k: splits, lhs_off: 0, ..params };
     batch.dispatch(&reduce, &second, &[(&partial).into(), out_view.buffer.into()], grid((m * n).div_ceil(TILE * TILE)))?;

@@ -85,10 +85,17 @@ pub enum InputGradKernel {
 }
 
 impl InputGradKernel {
-    /// The faster kernel for this device.
+    /// The faster kernel for this device (for dy that lines up on vec4s: see
+    /// [`matmul_input_grad`] for the choice per call).
     pub fn choose(batch: &Batch<'_>) -> InputGradKernel {
+        Self::choose_for(batch, true)
+    }
+
+    /// [`InputGradKernel::choose`], `vec4_rows` telling whether the subgroup kernel can
+    /// read this call's dy.
+    fn choose_for(batch: &Batch<'_>, vec4_rows: bool) -> InputGradKernel {
         if batch.gpu().is_software() {
-            if subgroup_lanes(batch) {
+            if vec4_rows && subgroup_lanes(batch) {
                 InputGradKernel::Subgroup
             } else if uniform_windows(batch) {
                 InputGradKernel::Uniform
@@ -189,10 +196,7 @@ pub async fn matmul_input_grad(
     tokens: u32,
     accumulate: bool,
 ) -> Result<(), GpuError> {
-    let mut kernel = InputGradKernel::choose(batch);
-    if kernel == InputGradKernel::Subgroup && !vec4_rows(dy, dy_stride, w, &rows, tokens) {
-        kernel = if uniform_windows(batch) { InputGradKernel::Uniform } else { InputGradKernel::Storage };
-    }
+    let kernel = InputGradKernel::choose_for(batch, vec4_rows(dy, dy_stride, w, &rows, tokens));
     matmul_input_grad_with(batch, kernel, dy, dy_stride, w, rows, dx, tokens, accumulate).await
 }
 
@@ -269,7 +273,9 @@ pub async fn matmul_input_grad_with(
     }
     let lanes = lanes(kernel, k as u32);
     let col_groups = (k as u32 / LANE_COLS).div_ceil(lanes);
-    let pipeline = batch.gpu().pipeline(&kernel.kernel(w.ty(), lanes, NAME)).await?;
+    // The subgroup module's entry point reads the lane within the subgroup.
+    let entry = if kernel == InputGradKernel::Subgroup { "matmul_input_grad_subgroup" } else { NAME };
+    let pipeline = batch.gpu().pipeline(&kernel.kernel(w.ty(), lanes, entry)).await?;
     // The first dispatch of each token tile overwrites dx unless accumulating; each
     // kernel below gives every tile its first dispatch in its first window or piece.
     let mut first = !accumulate;

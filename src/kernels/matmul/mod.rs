@@ -190,16 +190,17 @@ impl MatmulKernel {
         if subgroups {
             // Lanes whose loads one broadcast run spans: at most 8 (one run of dequant8),
             // and it divides every subgroup size the device may pick.
-            kernel.with("SG", format!("{}u", subgroup_min.clamp(4, 8))).with("BLOCKS", format!("{}u", block_tile(ty, subgroup_min, software) as u32)).with_subgroups()
+            let blocks = block_tile(ty, subgroup_min, software) as u32;
+            kernel.with("SG", format!("{}u", subgroup_min.clamp(4, 8))).with("BLOCKS", format!("{blocks}u")).with_subgroups()
         } else {
             kernel
         }
     }
 }
 
-/// Whether the subgroup tile walks F32/Q4_0/Q4_1/Q8_0 rows 32 values at a time with vec4 loads
-/// (the shader's BLOCKS): on CPU devices, where it measured 1.4× the 8-value steps
-/// (docs/benchmarks.md); GPUs keep the kernel measured there.
+/// Whether the subgroup tile walks F32/Q4_0/Q4_1/Q8_0 rows 32 values at a time with
+/// vec4 loads (the shader's BLOCKS): on CPU devices, where it measured 1.2–1.5× the
+/// 8-value steps (docs/benchmarks.md); GPUs keep the kernel measured there.
 fn block_tile(ty: GgmlType, subgroup_min: u32, software: bool) -> bool {
     software && subgroup_min >= 8 && matches!(ty, GgmlType::F32 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
 }
