@@ -48,9 +48,35 @@ fn matmul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 
 // x[t0 + 4q + j, k..k+8] for j < 4: lane sl loads half sl % 2 of token 4q + sl / 2.
 fn fetch_x4(t0: u32, q: u32, k: u32, sl: u32) -> X4 {
-    let v = xv[(x_row(t0, 4u * q + sl / 2u) + k) / 4u + sl % 2u];
+    return share4(xv[(x_row(t0, 4u * q + sl / 2u) + k) / 4u + sl % 2u]);
+}
+
+// Lane l's v as 4 tokens × 8 values (lanes 2j, 2j + 1: token j).
+fn share4(v: vec4<f32>) -> X4 {
     return X4(W8(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u)), W8(subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u)),
               W8(subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u)), W8(subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u)));
+}
+
+// The adapter term scale · u · Bᵀ of a LoRA projection (kernels/lora.rs: u = x · Aᵀ is
+// computed first) joins the block tile's sums as r more columns: u [tokens, r] stands in
+// for x and B [N, r] for W, 8 columns a step. Fused here it costs the tile's loads of
+// r / 32 more blocks instead of a dispatch that reads and writes every output again.
+// The host passes r and B's offset in whole vec4s.
+@group(0) @binding(7) var<storage, read> lu: array<vec4<f32>>;  // u [tokens, lora_rank]
+@group(0) @binding(8) var<storage, read> lb: array<vec4<f32>>;  // B, row0's row at lora_b
+
+// scale · u[t0 + 4q + j, c..c+8] for j < 4 as fetch_x4; columns from r on are zero.
+fn fetch_u4(t0: u32, q: u32, c: u32, sl: u32) -> X4 {
+    let t = min(t0 + 4u * q + sl / 2u, p.tokens - 1u);
+    let c4 = c + 4u * (sl % 2u);
+    let v = lu[(t * p.lora_rank + c4) / 4u];
+    return share4(select(vec4<f32>(0.0), p.lora_scale * v, c4 < p.lora_rank));
+}
+
+// B[row, c..c+8] (row local to this dispatch, clamped to its last), zero from r on.
+fn lora_b8(row: u32, c: u32) -> W8 {
+    let i = (p.lora_b + min(row, p.rows - 1u) * p.lora_rank + c) / 4u;
+    return W8(lb[i], select(vec4<f32>(0.0), lb[i + 1u], c + 4u < p.lora_rank));
 }
 
 // The quant words of block blk of the row at word `base`: Q4 in `a`, Q8_0 in `a`, `b`.
@@ -133,6 +159,13 @@ fn matmul_tile_blocks(g: u32, lid: u32, sl: u32) {
             acc.q3 += products(w, fetch_x4(t0, 3u, k, sl));
         }
     }
+    for (var c = 0u; c < p.lora_rank; c += 8u) {
+        let w = W32(lora_b8(r.x, c), lora_b8(r.y, c), lora_b8(r.z, c), lora_b8(r.w, c));
+        acc.q0 += products(w, fetch_u4(t0, 0u, c, sl));
+        acc.q1 += products(w, fetch_u4(t0, 1u, c, sl));
+        acc.q2 += products(w, fetch_u4(t0, 2u, c, sl));
+        acc.q3 += products(w, fetch_u4(t0, 3u, c, sl));
+    }
     store_tile(r, t0, acc);
 }
 
@@ -148,6 +181,10 @@ struct Params {
     bias_row: u32,   // bias index of row0; u32::MAX without bias
     token_tiles: u32,
     epilogue: u32,   // 0: y = result, 1: y += result, 2: y = silu(gate) · result
+    lora_rank: u32,  // block tile: rank r of an adapter term added before the epilogue; 0: none
+    lora_scale: f32, // its scale (alpha / r)
+    lora_b: u32,     // f32 offset in lb of B's row for row0 (B [N, r] row-major)
+    _pad0: u32,
     _pad1: u32,
     _pad2: u32,
 }

@@ -61,8 +61,8 @@ struct Params {
     epilogue: u32,   // 0: dx = result, 1: dx += result
     seg_rows: u32,   // rows per segment (a multiple of 4); 0: one segment of all rows
     segments: u32,   // reduce: partial slices to add
-    _pad0: u32,
-    _pad1: u32,
+    lora_rank: u32,  // subgroup module: rank r of an adapter term (adapter_rows); 0: none
+    lora_a: u32,     // its A's f32 offset in la
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -100,98 +100,104 @@ fn store_dx(base: u32, t: u32, k: u32, lo: vec4<f32>, hi: vec4<f32>) {
     dx[i + 7u] = b.w;
 }
 
-// Workgroups: groups of WG · 8 columns fastest, then token tiles, then row segments.
-// Accumulators written out by hand, as in matmul.wgsl (llvmpipe keeps indexed private
-// arrays in memory). The host keeps a segment's rows / 4 iterations within llvmpipe's
-// 65,535 loop iterations.
-@compute @workgroup_size(WG)
-fn matmul_input_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_index) lid: u32) {
-    input_grad(group_index(wid, nwg), lid, 0u);
+// What a lane computes: 8 columns from k (kc: clamped to the last 8) × the 16 tokens of
+// token tile `tile`, summed over rows n0..n1 of row segment `segment`.
+struct GradTile {
+    segment: u32,
+    tile: u32,
+    k: u32,
+    kc: u32,
+    n0: u32,
+    n1: u32,
 }
 
-// `sl`: the lane within its subgroup (matmul_input_grad_subgroup; 0 from the entry above).
-fn input_grad(g: u32, lid: u32, sl: u32) {
+// Workgroups: groups of WG · 8 columns fastest, then token tiles, then row segments.
+fn grad_tile(g: u32, lid: u32) -> GradTile {
     let col_groups = (p.cols / 8u + WG - 1u) / WG;
     let per_segment = col_groups * p.tiles;
     let segment = g / per_segment;
-    let tile = (g % per_segment) / col_groups;
     let k = ((g % col_groups) * WG + lid) * 8u;
     let seg_rows = select(p.rows, p.seg_rows, p.seg_rows > 0u);
     let n0 = segment * seg_rows;
-    let n1 = min(p.rows, n0 + seg_rows);
-    // Only past the last segment (the grid's rounding): segment 0 of an empty range
-    // still writes its zeros.
-    if (segment > 0u && n0 >= n1) {
+    // Lanes past K compute on the last columns and store nothing.
+    return GradTile(segment, (g % per_segment) / col_groups, k, min(k, p.cols - 8u), n0, min(p.rows, n0 + seg_rows));
+}
+
+// Only past the last segment (the grid's rounding): segment 0 of an empty range still
+// writes its zeros.
+fn idle(at: GradTile) -> bool {
+    return at.segment > 0u && at.n0 >= at.n1;
+}
+
+// A lane's sums for 16 tokens: dx[t, k..k+4] of token t = 4q + c in column c of l_q,
+// dx[t, k+4..k+8] in h_q. Named fields, not an array, as in matmul.wgsl (llvmpipe keeps
+// indexed private arrays in memory).
+struct DxTile {
+    l0: mat4x4<f32>,
+    l1: mat4x4<f32>,
+    l2: mat4x4<f32>,
+    l3: mat4x4<f32>,
+    h0: mat4x4<f32>,
+    h1: mat4x4<f32>,
+    h2: mat4x4<f32>,
+    h3: mat4x4<f32>,
+}
+
+// acc + 4 rows' products: column j of lo / hi is row j's values k..k+4 / k+4..k+8, so
+// lo · d.q0 sums Σ_j dy[t, j] · W[j, k..k+4] for tokens 0–3 (4 products an update: with
+// one, the 128 spilled accumulators made the kernel store-bound, half the speed).
+fn grad_step(acc: DxTile, lo: mat4x4<f32>, hi: mat4x4<f32>, d: Dy16) -> DxTile {
+    return DxTile(acc.l0 + lo * d.q0, acc.l1 + lo * d.q1, acc.l2 + lo * d.q2, acc.l3 + lo * d.q3,
+                  acc.h0 + hi * d.q0, acc.h1 + hi * d.q1, acc.h2 + hi * d.q2, acc.h3 + hi * d.q3);
+}
+
+@compute @workgroup_size(WG)
+fn matmul_input_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let at = grad_tile(group_index(wid, nwg), lid);
+    if (idle(at)) {
         return;
     }
-    // Lanes past K compute on the last columns and store nothing.
-    let kc = min(k, p.cols - 8u);
-    var l0 = vec4<f32>(0.0); var h0 = vec4<f32>(0.0);
-    var l1 = vec4<f32>(0.0); var h1 = vec4<f32>(0.0);
-    var l2 = vec4<f32>(0.0); var h2 = vec4<f32>(0.0);
-    var l3 = vec4<f32>(0.0); var h3 = vec4<f32>(0.0);
-    var l4 = vec4<f32>(0.0); var h4 = vec4<f32>(0.0);
-    var l5 = vec4<f32>(0.0); var h5 = vec4<f32>(0.0);
-    var l6 = vec4<f32>(0.0); var h6 = vec4<f32>(0.0);
-    var l7 = vec4<f32>(0.0); var h7 = vec4<f32>(0.0);
-    var l8 = vec4<f32>(0.0); var h8 = vec4<f32>(0.0);
-    var l9 = vec4<f32>(0.0); var h9 = vec4<f32>(0.0);
-    var l10 = vec4<f32>(0.0); var h10 = vec4<f32>(0.0);
-    var l11 = vec4<f32>(0.0); var h11 = vec4<f32>(0.0);
-    var l12 = vec4<f32>(0.0); var h12 = vec4<f32>(0.0);
-    var l13 = vec4<f32>(0.0); var h13 = vec4<f32>(0.0);
-    var l14 = vec4<f32>(0.0); var h14 = vec4<f32>(0.0);
-    var l15 = vec4<f32>(0.0); var h15 = vec4<f32>(0.0);
-    for (var n = n0; n < n1; n += 4u) {
+    store_grad(at, input_grad(at, 0u));
+}
+
+// The rows' sums, 4 rows a step. The host keeps a segment's rows / 4 iterations within
+// llvmpipe's 65,535 loop iterations. `sl`: the lane within its subgroup (0 outside the
+// subgroup module).
+fn input_grad(at: GradTile, sl: u32) -> DxTile {
+    var acc: DxTile;
+    for (var n = at.n0; n < at.n1; n += 4u) {
         // Rows past the end repeat the last row (valid loads) with zero weight.
         let rn = vec4<u32>(n) + vec4<u32>(0u, 1u, 2u, 3u);
-        let r = min(rn, vec4<u32>(n1 - 1u));
+        let r = min(rn, vec4<u32>(at.n1 - 1u));
         let b = (r + p.row0) * p.row_words;
-        let live = vec4<f32>(rn < vec4<u32>(n1));
-        let v0 = dequant8(b.x, kc);
-        let v1 = dequant8(b.y, kc);
-        let v2 = dequant8(b.z, kc);
-        let v3 = dequant8(b.w, kc);
-        // Column j is row j's values: lo · d = Σ_j d[j] · W[r_j, k..k+4].
+        let live = vec4<f32>(rn < vec4<u32>(at.n1));
+        let v0 = dequant8(b.x, at.kc);
+        let v1 = dequant8(b.y, at.kc);
+        let v2 = dequant8(b.z, at.kc);
+        let v3 = dequant8(b.w, at.kc);
         let lo = mat4x4<f32>(v0.lo, v1.lo * live.y, v2.lo * live.z, v3.lo * live.w);
         let hi = mat4x4<f32>(v0.hi, v1.hi * live.y, v2.hi * live.z, v3.hi * live.w);
-        let d = fetch_dy(tile, r, n1, sl);
-        l0 += lo * d.q0[0]; h0 += hi * d.q0[0];
-        l1 += lo * d.q0[1]; h1 += hi * d.q0[1];
-        l2 += lo * d.q0[2]; h2 += hi * d.q0[2];
-        l3 += lo * d.q0[3]; h3 += hi * d.q0[3];
-        l4 += lo * d.q1[0]; h4 += hi * d.q1[0];
-        l5 += lo * d.q1[1]; h5 += hi * d.q1[1];
-        l6 += lo * d.q1[2]; h6 += hi * d.q1[2];
-        l7 += lo * d.q1[3]; h7 += hi * d.q1[3];
-        l8 += lo * d.q2[0]; h8 += hi * d.q2[0];
-        l9 += lo * d.q2[1]; h9 += hi * d.q2[1];
-        l10 += lo * d.q2[2]; h10 += hi * d.q2[2];
-        l11 += lo * d.q2[3]; h11 += hi * d.q2[3];
-        l12 += lo * d.q3[0]; h12 += hi * d.q3[0];
-        l13 += lo * d.q3[1]; h13 += hi * d.q3[1];
-        l14 += lo * d.q3[2]; h14 += hi * d.q3[2];
-        l15 += lo * d.q3[3]; h15 += hi * d.q3[3];
+        acc = grad_step(acc, lo, hi, fetch_dy(at.tile, r, at.n1, sl));
     }
-    let t0 = (p.tile0 + tile) * 16u;
-    let base = select(0u, segment * p.tokens * p.cols, p.seg_rows > 0u);
-    store_dx(base, t0, k, l0, h0);
-    store_dx(base, t0 + 1u, k, l1, h1);
-    store_dx(base, t0 + 2u, k, l2, h2);
-    store_dx(base, t0 + 3u, k, l3, h3);
-    store_dx(base, t0 + 4u, k, l4, h4);
-    store_dx(base, t0 + 5u, k, l5, h5);
-    store_dx(base, t0 + 6u, k, l6, h6);
-    store_dx(base, t0 + 7u, k, l7, h7);
-    store_dx(base, t0 + 8u, k, l8, h8);
-    store_dx(base, t0 + 9u, k, l9, h9);
-    store_dx(base, t0 + 10u, k, l10, h10);
-    store_dx(base, t0 + 11u, k, l11, h11);
-    store_dx(base, t0 + 12u, k, l12, h12);
-    store_dx(base, t0 + 13u, k, l13, h13);
-    store_dx(base, t0 + 14u, k, l14, h14);
-    store_dx(base, t0 + 15u, k, l15, h15);
+    return acc;
+}
+
+fn store_grad(at: GradTile, acc: DxTile) {
+    let t0 = (p.tile0 + at.tile) * 16u;
+    let base = select(0u, at.segment * p.tokens * p.cols, p.seg_rows > 0u);
+    store4_dx(base, t0, at.k, acc.l0, acc.h0);
+    store4_dx(base, t0 + 4u, at.k, acc.l1, acc.h1);
+    store4_dx(base, t0 + 8u, at.k, acc.l2, acc.h2);
+    store4_dx(base, t0 + 12u, at.k, acc.l3, acc.h3);
+}
+
+// Tokens t..t+4: column c of lo / hi is token t + c.
+fn store4_dx(base: u32, t: u32, k: u32, lo: mat4x4<f32>, hi: mat4x4<f32>) {
+    store_dx(base, t, k, lo[0], hi[0]);
+    store_dx(base, t + 1u, k, lo[1], hi[1]);
+    store_dx(base, t + 2u, k, lo[2], hi[2]);
+    store_dx(base, t + 3u, k, lo[3], hi[3]);
 }
 
 // ---- storage dy: the storage module is the file from "shared" on ----
@@ -263,7 +269,34 @@ fn matmul_input_grad_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
 @compute @workgroup_size(WG)
 fn matmul_input_grad_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                               @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    input_grad(group_index(wid, nwg), lid, sid % 8u);
+    let at = grad_tile(group_index(wid, nwg), lid);
+    if (idle(at)) {
+        return;
+    }
+    store_grad(at, adapter_rows(input_grad(at, sid % 8u), at, sid % 8u));
+}
+
+// The LoRA term dx += du · A of a projection (kernels/lora.rs) joins the sums as r more
+// rows: A [r, K] (f32, row-major) stands in for W and du [tokens, r] for dy, 4 rows a
+// step. Fused here it costs r / 4 steps of the row loop instead of a dispatch that reads
+// and writes all of dx again. The host passes r and A's offset in whole vec4s, and
+// lora_rank 0 to every dispatch but one.
+@group(0) @binding(4) var<storage, read> du4: array<vec4<f32>>;  // du [tokens, lora_rank]
+@group(0) @binding(5) var<storage, read> la: array<vec4<f32>>;   // A from lora_a
+
+fn adapter_rows(sums: DxTile, at: GradTile, sl: u32) -> DxTile {
+    var acc = sums;
+    let t = (p.tile0 + at.tile) * 16u;
+    let c = p.cols / 4u;
+    for (var j = 0u; j < p.lora_rank; j += 4u) {
+        let i = (p.lora_a + j * p.cols + at.kc) / 4u;
+        let lo = mat4x4<f32>(la[i], la[i + c], la[i + 2u * c], la[i + 3u * c]);
+        let hi = mat4x4<f32>(la[i + 1u], la[i + c + 1u], la[i + 2u * c + 1u], la[i + 3u * c + 1u]);
+        let a = du4[(min(t + sl, p.tokens - 1u) * p.lora_rank + j) / 4u];
+        let b = du4[(min(t + 8u + sl, p.tokens - 1u) * p.lora_rank + j) / 4u];
+        acc = grad_step(acc, lo, hi, share_dy(a, b));
+    }
+    return acc;
 }
 
 // dy[t, dy_col + r.x .. + 4] of token t (clamped to the last), rows from n1 on zero:
@@ -275,8 +308,11 @@ fn dy_row4(t: u32, r: vec4<u32>, n1: u32) -> vec4<f32> {
 
 fn fetch_dy(tile: u32, r: vec4<u32>, n1: u32, sl: u32) -> Dy16 {
     let t = (p.tile0 + tile) * 16u;
-    let a = dy_row4(t + sl, r, n1);
-    let b = dy_row4(t + 8u + sl, r, n1);
+    return share_dy(dy_row4(t + sl, r, n1), dy_row4(t + 8u + sl, r, n1));
+}
+
+// Lane l's a (token l) and b (token 8 + l) as 16 tokens × 4 rows.
+fn share_dy(a: vec4<f32>, b: vec4<f32>) -> Dy16 {
     return Dy16(mat4x4<f32>(subgroupBroadcast(a, 0u), subgroupBroadcast(a, 1u), subgroupBroadcast(a, 2u), subgroupBroadcast(a, 3u)),
                 mat4x4<f32>(subgroupBroadcast(a, 4u), subgroupBroadcast(a, 5u), subgroupBroadcast(a, 6u), subgroupBroadcast(a, 7u)),
                 mat4x4<f32>(subgroupBroadcast(b, 0u), subgroupBroadcast(b, 1u), subgroupBroadcast(b, 2u), subgroupBroadcast(b, 3u)),

@@ -49,6 +49,10 @@ struct Params {
     bias_row: u32,   // bias index of row0; u32::MAX without bias
     token_tiles: u32,
     epilogue: u32,   // 0: y = result, 1: y += result, 2: y = silu(gate) · result
+    lora_rank: u32,  // matmul.wgsl's block tile only: 0 here
+    lora_scale: f32,
+    lora_b: u32,
+    _pad0: u32,
     _pad1: u32,
     _pad2: u32,
 }

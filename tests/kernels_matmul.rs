@@ -4,9 +4,10 @@
 use classtune::gguf::dequant::{dequantize, quantize};
 use classtune::gguf::GgmlType;
 use classtune::gpu::{Gpu, GpuError, GpuOptions};
+use classtune::kernels::lora::{LoraKernel, LoraShape, View};
 use classtune::kernels::matmul::{
-    embedding, embedding_cpu, gpu_row_bytes, matmul, matmul_add, matmul_at, matmul_cpu, matmul_rows, matmul_swiglu, matmul_with, MatmulKernel, Params,
-    Weight,
+    embedding, embedding_cpu, gpu_row_bytes, matmul, matmul_add, matmul_at, matmul_cpu, matmul_lora, matmul_rows, matmul_swiglu, matmul_with, LoraUp,
+    MatmulKernel, Params, Weight,
 };
 use classtune::kernels::swiglu::swiglu_forward_cpu;
 use half::f16;
@@ -68,8 +69,66 @@ fn kernels(gpu: &Gpu) -> Vec<MatmulKernel> {
 
 #[test]
 fn params_match_the_shader() {
-    // 12 u32 fields in shaders/matmul.wgsl `Params`.
-    assert_eq!(std::mem::size_of::<Params>(), 48);
+    // 16 u32 fields in shaders/matmul.wgsl `Params` (and matvec.wgsl's).
+    assert_eq!(std::mem::size_of::<Params>(), 64);
+}
+
+/// A LoRA projection's output, y (+)= x·Wᵀ + scale · u·Bᵀ, against the CPU for the
+/// block tile's fused adapter columns (F32, Q4_1, Q8_0 at prefill token counts, ranks in
+/// whole vec4s) and the fallback (a K-quant, decode token counts, rank 6, B off a vec4).
+/// B sits between NaNs and u is followed by NaNs: the fused term's reads past rank r
+/// (r = 4, 12: half of the last 8-column step) must be masked, not multiplied by zero.
+#[test]
+fn matmul_lora_adds_the_adapter_term() -> Result<(), GpuError> {
+    let gpu = gpu()?;
+    let mut rng = StdRng::seed_from_u64(29);
+    for ty in [GgmlType::F32, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K] {
+        let (n, k) = (83, if ty.block_len() == 256 { 256 } else { 96 });
+        let (bytes, wv) = random_weight(&mut rng, ty, n, k);
+        let w = Weight::upload(&gpu, "w", ty, n, k, &bytes)?;
+        let abs_w: Vec<f32> = wv.iter().map(|v| v.abs()).collect();
+        for (i, (tokens, rank, b_off)) in [(40usize, 16usize, 4usize), (17, 12, 0), (5, 4, 8), (3, 16, 4), (9, 6, 4), (9, 8, 2)].into_iter().enumerate() {
+            let x = normal(&mut rng, tokens * k, 1.0);
+            let u = normal(&mut rng, tokens * rank, 1.0);
+            let b = normal(&mut rng, n * rank, 0.5);
+            let scale = 0.75f32;
+            let mut b_buf = vec![f32::NAN; b_off + n * rank + 8];
+            b_buf[b_off..b_off + n * rank].copy_from_slice(&b);
+            let mut u_buf = u.clone();
+            u_buf.extend([f32::NAN; 8]);
+            let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+            let mut bound = matmul_cpu(&abs_x, &abs_w, None, tokens, n, k);
+            let mut want = matmul_cpu(&x, &wv, None, tokens, n, k);
+            for t in 0..tokens {
+                for o in 0..n {
+                    let term: f32 = (0..rank).map(|j| u[t * rank + j] * b[o * rank + j]).sum();
+                    let size: f32 = (0..rank).map(|j| (u[t * rank + j] * b[o * rank + j]).abs()).sum();
+                    want[t * n + o] += scale * term;
+                    bound[t * n + o] += scale * size;
+                }
+            }
+            let accumulate = i % 2 == 1;
+            let y0 = normal(&mut rng, tokens * n, 1.0);
+            if accumulate {
+                want.iter_mut().zip(&y0).for_each(|(w, y)| *w += y);
+                bound.iter_mut().zip(&y0).for_each(|(s, y)| *s += y.abs());
+            }
+            let (xb, ub, bb) = (gpu.upload("x", bytemuck::cast_slice(&x))?, gpu.upload("u", bytemuck::cast_slice(&u_buf))?, gpu.upload("b", bytemuck::cast_slice(&b_buf))?);
+            let y = gpu.upload("y", bytemuck::cast_slice(&y0))?;
+            let shape = LoraShape { tokens: tokens as u32, d_in: k as u32, d_out: n as u32, rank: rank as u32, scale, kernel: LoraKernel::choose(&gpu) };
+            let up = LoraUp { u: &ub, b: View::at(&bb, b_off as u32), shape };
+            let mut batch = gpu.batch();
+            pollster::block_on(matmul_lora(&mut batch, &xb, &w, None, &y, tokens as u32, accumulate, up))?;
+            batch.submit()?;
+            let got = pollster::block_on(gpu.read_f32_prefix(&y, tokens * n))?;
+            check(&format!("matmul_lora {ty} tokens={tokens} rank={rank} b_off={b_off} accumulate={accumulate}"), &got, &want, &bound);
+            // An adapter shaped for another projection is refused by both paths.
+            let wrong = LoraUp { shape: LoraShape { d_out: n as u32 + 1, ..shape }, ..up };
+            let err = pollster::block_on(matmul_lora(&mut gpu.batch(), &xb, &w, None, &y, tokens as u32, accumulate, wrong)).unwrap_err();
+            assert!(err.to_string().contains(&format!("maps {k}→{}", n + 1)), "{err}");
+        }
+    }
+    Ok(())
 }
 
 #[test]

@@ -10,7 +10,10 @@ use std::ops::Range;
 use classtune::gguf::dequant::{dequantize, quantize};
 use classtune::gguf::GgmlType;
 use classtune::gpu::{Gpu, GpuError, GpuOptions};
-use classtune::kernels::matmul::{gpu_row_bytes, matmul_input_grad, matmul_input_grad_cpu, matmul_input_grad_with, InputGradKernel, Weight};
+use classtune::kernels::lora::{LoraKernel, LoraShape, View};
+use classtune::kernels::matmul::{
+    gpu_row_bytes, matmul_input_grad, matmul_input_grad_cpu, matmul_input_grad_lora, matmul_input_grad_with, InputGradKernel, LoraDx, Weight,
+};
 use half::f16;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -147,6 +150,53 @@ fn input_grad_every_type_and_shape() -> Result<(), GpuError> {
         }
     }
     assert!(subgroup_cases >= 40, "the subgroup kernel ran {subgroup_cases} cases");
+    Ok(())
+}
+
+/// A LoRA projection's input gradient, dx (+)= dy·W + du·A, against the CPU for the
+/// subgroup kernel's fused adapter rows (N a multiple of 4, ranks in whole vec4s) and the
+/// fallback (odd N, rank 6, A off a vec4, a K-quant), with A between NaNs.
+#[test]
+fn input_grad_lora_adds_the_adapter_rows() -> Result<(), GpuError> {
+    let gpu = gpu()?;
+    let mut rng = StdRng::seed_from_u64(31);
+    for ty in [GgmlType::F32, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K] {
+        let k = if ty.block_len() == 256 { 256 } else { 96 };
+        for (i, (n, tokens, rank, a_off)) in [(84usize, 40usize, 16usize, 4usize), (84, 17, 12, 0), (20, 5, 4, 8), (83, 9, 16, 4), (84, 9, 6, 4), (84, 9, 8, 2)].into_iter().enumerate() {
+            let (bytes, values) = random_weight(&mut rng, ty, n, k);
+            let w = Weight::upload(&gpu, "w", ty, n, k, &bytes)?;
+            let dy = normal(&mut rng, tokens * n, 1.0);
+            let du = normal(&mut rng, tokens * rank, 1.0);
+            let a = normal(&mut rng, rank * k, 0.5);
+            let mut a_buf = vec![f32::NAN; a_off + rank * k + 8];
+            a_buf[a_off..a_off + rank * k].copy_from_slice(&a);
+            let accumulate = i % 2 == 0;
+            let dx0 = normal(&mut rng, tokens * k, 1.0);
+            let init = accumulate.then_some(&dx0[..]);
+            let mut want = matmul_input_grad_cpu(&dy, n, &values, k, 0..n, tokens, init);
+            let abs_init = abs(&dx0);
+            let mut bound = matmul_input_grad_cpu(&abs(&dy), n, &abs(&values), k, 0..n, tokens, accumulate.then_some(&abs_init[..]));
+            for t in 0..tokens {
+                for c in 0..k {
+                    want[t * k + c] += (0..rank).map(|j| du[t * rank + j] * a[j * k + c]).sum::<f32>();
+                    bound[t * k + c] += (0..rank).map(|j| (du[t * rank + j] * a[j * k + c]).abs()).sum::<f32>();
+                }
+            }
+            let (dyb, dub, ab) = (gpu.upload("dy", bytemuck::cast_slice(&dy))?, gpu.upload("du", bytemuck::cast_slice(&du))?, gpu.upload("a", bytemuck::cast_slice(&a_buf))?);
+            let dx = gpu.upload("dx", bytemuck::cast_slice(&dx0))?;
+            let shape = LoraShape { tokens: tokens as u32, d_in: k as u32, d_out: n as u32, rank: rank as u32, scale: 0.5, kernel: LoraKernel::choose(&gpu) };
+            let lora = LoraDx { du: &dub, a: View::at(&ab, a_off as u32), shape };
+            let mut batch = gpu.batch();
+            pollster::block_on(matmul_input_grad_lora(&mut batch, &dyb, &w, &dx, tokens as u32, accumulate, lora))?;
+            batch.submit()?;
+            let got = pollster::block_on(gpu.read_f32_prefix(&dx, tokens * k))?;
+            check(&format!("input_grad_lora {ty} n={n} tokens={tokens} rank={rank} a_off={a_off} accumulate={accumulate}"), &got, &want, &bound);
+            // An adapter shaped for another projection is refused by both paths.
+            let wrong = LoraDx { shape: LoraShape { d_in: k as u32 + 8, ..shape }, ..lora };
+            let err = pollster::block_on(matmul_input_grad_lora(&mut gpu.batch(), &dyb, &w, &dx, tokens as u32, accumulate, wrong)).unwrap_err();
+            assert!(err.to_string().contains(&format!("maps {}→{n}", k + 8)), "{err}");
+        }
+    }
     Ok(())
 }
 

@@ -260,6 +260,7 @@ async fn lora_matmul(
 /// Forward: `u = x · Aᵀ` into `u` [T, r] (kept for the backward), then
 /// `y += scale · u · Bᵀ` onto `y` [T, out] (which holds the base projection's output;
 /// a view, so keys and values can go straight into their KV-cache rows).
+/// `matmul::matmul_lora` instead adds the second half inside the base projection.
 pub async fn lora_forward(
     batch: &mut Batch<'_>,
     x: &Buffer,
@@ -269,11 +270,23 @@ pub async fn lora_forward(
     y: View<'_>,
     shape: LoraShape,
 ) -> Result<(), GpuError> {
-    let LoraShape { tokens, d_in, d_out, rank, scale, .. } = shape;
-    shape.check("lora_forward")?;
+    lora_forward_down(batch, x, a, u, shape).await?;
+    lora_forward_up(batch, u, b, y, shape).await
+}
+
+/// `u = x · Aᵀ` into `u` [T, r], the first half of [`lora_forward`].
+pub async fn lora_forward_down(batch: &mut Batch<'_>, x: &Buffer, a: View<'_>, u: &Buffer, shape: LoraShape) -> Result<(), GpuError> {
+    let LoraShape { tokens, d_in, rank, .. } = shape;
+    shape.check("lora_forward_down")?;
     let x_op = Operand { name: "x", view: x.into(), rs: d_in, cs: 1 };
     let a_op = Operand { name: "a", view: a, rs: 1, cs: d_in }; // Aᵀ[k, n] = A[n, k]
-    lora_matmul(batch, "lora_forward_down", [tokens, rank, d_in], x_op, a_op, ("u", u.into()), 1.0, false, shape.kernel).await?;
+    lora_matmul(batch, "lora_forward_down", [tokens, rank, d_in], x_op, a_op, ("u", u.into()), 1.0, false, shape.kernel).await
+}
+
+/// `y += scale · u · Bᵀ` onto `y` [T, out], the second half of [`lora_forward`].
+pub async fn lora_forward_up(batch: &mut Batch<'_>, u: &Buffer, b: View<'_>, y: View<'_>, shape: LoraShape) -> Result<(), GpuError> {
+    let LoraShape { tokens, d_out, rank, scale, .. } = shape;
+    shape.check("lora_forward_up")?;
     let u_op = Operand { name: "u", view: u.into(), rs: rank, cs: 1 };
     let b_op = Operand { name: "b", view: b, rs: 1, cs: rank }; // Bᵀ[k, n] = B[n, k]
     lora_matmul(batch, "lora_forward_up", [tokens, d_out, rank], u_op, b_op, ("y", y), scale, true, shape.kernel).await

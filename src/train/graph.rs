@@ -295,16 +295,19 @@ impl Pass<'_> {
         add: bool,
     ) -> Result<(), TrainError> {
         let t = self.tokens as u32;
-        if add {
-            matmul::matmul_add(batch, x, w, bias, y, t).await?;
-        } else {
-            matmul::matmul(batch, x, w, bias, y, t).await?;
-        }
-        if let Some(slot) = self.lora.slot(layer, target) {
-            let u = self.acts(layer).u(target)?;
-            let x = self.dropped(batch, layer, target, x, slot.d_in).await?.unwrap_or(x);
-            lora::lora_forward(batch, x, self.lora.a(slot), self.lora.b(slot), u, y.into(), self.lora.shape(slot, t)).await?;
-        }
+        let Some(slot) = self.lora.slot(layer, target) else {
+            if add {
+                matmul::matmul_add(batch, x, w, bias, y, t).await?;
+            } else {
+                matmul::matmul(batch, x, w, bias, y, t).await?;
+            }
+            return Ok(());
+        };
+        let (u, shape) = (self.acts(layer).u(target)?, self.lora.shape(slot, t));
+        let xd = self.dropped(batch, layer, target, x, slot.d_in).await?.unwrap_or(x);
+        lora::lora_forward_down(batch, xd, self.lora.a(slot), u, shape).await?;
+        let up = matmul::LoraUp { u, b: self.lora.b(slot), shape };
+        matmul::matmul_lora(batch, x, w, bias, y, t, add, up).await?;
         Ok(())
     }
 
@@ -448,22 +451,27 @@ impl Pass<'_> {
         accumulate: bool,
     ) -> Result<(), TrainError> {
         let t = self.tokens as u32;
-        matmul::matmul_input_grad(batch, dy, w.rows() as u32, w, 0..w.rows(), dx, t, accumulate).await?;
-        if let Some(slot) = self.lora.slot(layer, target) {
-            let (shape, du) = (self.lora.shape(slot, t), &self.ws.grads.du);
-            let grads = self.grads()?;
-            let u = self.acts(layer).u(target)?;
-            lora::lora_backward_u(batch, dy, self.lora.b(slot), du, shape).await?;
-            lora::lora_backward_b(batch, dy, u, lora::View::at(grads, slot.b), shape, true).await?;
-            let xd = self.dropped(batch, layer, target, x, slot.d_in).await?;
-            lora::lora_backward_a(batch, du, xd.unwrap_or(x), lora::View::at(grads, slot.a), shape, true).await?;
-            match (self.dropout(layer, target), &self.ws.grads.dropped) {
-                // dx += mask ⊙ (du · A) / (1 − p): dropout's backward on the adapter's share.
-                (Some((p, seed)), Some((_, dxd))) => {
-                    lora::lora_backward_input(batch, du, self.lora.a(slot), dxd, shape, false).await?;
-                    dropout::dropout_forward(batch, dxd, dx, (self.tokens * slot.d_in) as u32, p, seed, true).await?;
-                }
-                _ => lora::lora_backward_input(batch, du, self.lora.a(slot), dx, shape, true).await?,
+        let Some(slot) = self.lora.slot(layer, target) else {
+            matmul::matmul_input_grad(batch, dy, w.rows() as u32, w, 0..w.rows(), dx, t, accumulate).await?;
+            return Ok(());
+        };
+        let (shape, du) = (self.lora.shape(slot, t), &self.ws.grads.du);
+        let grads = self.grads()?;
+        let u = self.acts(layer).u(target)?;
+        lora::lora_backward_u(batch, dy, self.lora.b(slot), du, shape).await?;
+        lora::lora_backward_b(batch, dy, u, lora::View::at(grads, slot.b), shape, true).await?;
+        let xd = self.dropped(batch, layer, target, x, slot.d_in).await?;
+        lora::lora_backward_a(batch, du, xd.unwrap_or(x), lora::View::at(grads, slot.a), shape, true).await?;
+        match (self.dropout(layer, target), &self.ws.grads.dropped) {
+            // dx += mask ⊙ (du · A) / (1 − p): dropout's backward on the adapter's share.
+            (Some((p, seed)), Some((_, dxd))) => {
+                matmul::matmul_input_grad(batch, dy, w.rows() as u32, w, 0..w.rows(), dx, t, accumulate).await?;
+                lora::lora_backward_input(batch, du, self.lora.a(slot), dxd, shape, false).await?;
+                dropout::dropout_forward(batch, dxd, dx, (self.tokens * slot.d_in) as u32, p, seed, true).await?;
+            }
+            _ => {
+                let lora = matmul::LoraDx { du, a: self.lora.a(slot), shape };
+                matmul::matmul_input_grad_lora(batch, dy, w, dx, t, accumulate, lora).await?;
             }
         }
         Ok(())

@@ -13,8 +13,10 @@ use std::sync::OnceLock;
 
 use super::{format_id, Weight, SOURCE};
 use crate::gpu::{batch::grid, Batch, Buffer, GpuError, Kernel};
+use crate::kernels::lora::{lora_backward_input, LoraShape, View};
 
 const NAME: &str = "matmul_input_grad";
+const LORA: &str = "matmul_input_grad_lora";
 const GRAD_SOURCE: &str = include_str!("../../../shaders/matmul_grad.wgsl");
 
 /// Tokens per tile (the hand-written accumulators of the shader).
@@ -61,7 +63,10 @@ struct Params {
     seg_rows: u32,
     /// Partial slices the reduce adds.
     segments: u32,
-    _pad: [u32; 2],
+    /// The subgroup kernel's adapter rows ([`matmul_input_grad_lora`]): rank (0: none)
+    /// and A's f32 offset.
+    lora_rank: u32,
+    lora_a: u32,
 }
 
 /// How the kernel reads dy; both give the same values.
@@ -200,6 +205,42 @@ pub async fn matmul_input_grad(
     matmul_input_grad_with(batch, kernel, dy, dy_stride, w, rows, dx, tokens, accumulate).await
 }
 
+/// The adapter's share `du · A` of a LoRA projection's input gradient, with
+/// `du = scale · dy · B` already computed ([`crate::kernels::lora::lora_backward_u`]).
+#[derive(Clone, Copy)]
+pub struct LoraDx<'a> {
+    pub du: &'a Buffer,
+    pub a: View<'a>,
+    pub shape: LoraShape,
+}
+
+/// dx (+)= dy · W + du · A for a LoRA projection y = x · Wᵀ + scale · x · Aᵀ · Bᵀ (dy
+/// [tokens, N]). The subgroup kernel (CPU devices) adds the adapter's rows inside its
+/// sums; other kernels, and ranks or offsets off whole vec4s, run the base gradient then
+/// [`lora_backward_input`]. Same values either way.
+pub async fn matmul_input_grad_lora(
+    batch: &mut Batch<'_>,
+    dy: &Buffer,
+    w: &Weight,
+    dx: &Buffer,
+    tokens: u32,
+    accumulate: bool,
+    lora: LoraDx<'_>,
+) -> Result<(), GpuError> {
+    let LoraShape { d_in, d_out, .. } = lora.shape;
+    if (d_in as usize, d_out as usize) != (w.cols(), w.rows()) {
+        return Err(GpuError::shape(LORA, format!("the adapter maps {d_in}→{d_out}, the weight {}→{}", w.cols(), w.rows())));
+    }
+    let (n, rows) = (w.rows() as u32, 0..w.rows());
+    let kernel = InputGradKernel::choose_for(batch, vec4_rows(dy, n, w, &rows, tokens));
+    let fused = kernel == InputGradKernel::Subgroup && lora.shape.rank.is_multiple_of(4) && lora.a.offset.is_multiple_of(4);
+    grad_impl(batch, kernel, dy, n, w, rows, dx, tokens, accumulate, fused.then_some(lora)).await?;
+    if !fused {
+        lora_backward_input(batch, lora.du, lora.a, dx, lora.shape, true).await?;
+    }
+    Ok(())
+}
+
 /// Whether the subgroup kernel's vec4 loads of dy line up: the stride and every dispatch's
 /// first column (the row range's and each weight chunk's start within it) multiples of 4,
 /// and dy holding the last token's final vec4 whole.
@@ -221,6 +262,23 @@ pub async fn matmul_input_grad_with(
     dx: &Buffer,
     tokens: u32,
     accumulate: bool,
+) -> Result<(), GpuError> {
+    grad_impl(batch, kernel, dy, dy_stride, w, rows, dx, tokens, accumulate, None).await
+}
+
+/// [`matmul_input_grad_with`], the subgroup kernel adding `lora`'s rows.
+#[allow(clippy::too_many_arguments)]
+async fn grad_impl(
+    batch: &mut Batch<'_>,
+    kernel: InputGradKernel,
+    dy: &Buffer,
+    dy_stride: u32,
+    w: &Weight,
+    rows: Range<usize>,
+    dx: &Buffer,
+    tokens: u32,
+    accumulate: bool,
+    lora: Option<LoraDx<'_>>,
 ) -> Result<(), GpuError> {
     let (k, t) = (w.cols() as u64, tokens as u64);
     if tokens == 0 {
@@ -255,6 +313,9 @@ pub async fn matmul_input_grad_with(
         return Err(GpuError::shape(NAME, format!("the subgroup kernel needs dy_stride {dy_stride} and the rows' start columns in multiples of 4, and dy `{}` holding whole vec4s", dy.label())));
     }
     crate::kernels::ensure_distinct(NAME, &[("dy", dy), ("dx", dx)])?;
+    if let Some(lora) = &lora {
+        check_lora_dx(lora, tokens, dx)?;
+    }
     let Some(first_chunk) = w.chunks.first() else {
         return Err(GpuError::shape(NAME, "the weight has no row chunks"));
     };
@@ -311,19 +372,31 @@ pub async fn matmul_input_grad_with(
         return Ok(());
     }
     if matches!(kernel, InputGradKernel::Storage | InputGradKernel::Subgroup) {
+        // The subgroup module also binds the adapter's du and A (dy again without one,
+        // never read); the first dispatch adds the adapter's rows.
+        let (du, a) = lora.map_or((dy, dy), |l| (l.du, l.a.buffer));
+        let mut adapter = lora.map(|l| (l.shape.rank, l.a.offset));
         for chunk in &w.chunks {
             let (lo, hi) = (rows.start.max(chunk.row0), rows.end.min(chunk.row0 + chunk.rows));
             for start in (lo..hi).step_by(DISPATCH_ROWS) {
+                let (lora_rank, lora_a) = adapter.take().unwrap_or((0, 0));
                 let params = Params {
                     rows: DISPATCH_ROWS.min(hi - start) as u32,
                     row0: (start - chunk.row0) as u32,
                     dy_col: (start - rows.start) as u32,
                     epilogue: !first as u32,
+                    lora_rank,
+                    lora_a,
                     ..base
                 };
                 first = false;
                 let groups = grid(token_tiles * col_groups);
-                batch.dispatch(&pipeline, &params, &[dy.into(), dx.into(), (&chunk.buffer).into()], groups)?;
+                let mut bindings = vec![dy.into(), dx.into(), (&chunk.buffer).into()];
+                if kernel == InputGradKernel::Subgroup {
+                    bindings.push(du.into());
+                    bindings.push(a.into());
+                }
+                batch.dispatch(&pipeline, &params, &bindings, groups)?;
             }
         }
         return Ok(());
@@ -382,6 +455,18 @@ pub async fn matmul_input_grad_with(
     }
     batch.retain([packed]);
     Ok(())
+}
+
+/// The fused adapter rows' operands against the projection: the subgroup kernel reads du
+/// [tokens, r] and A [r, K] from `a.offset` in whole vec4s.
+fn check_lora_dx(lora: &LoraDx<'_>, tokens: u32, dx: &Buffer) -> Result<(), GpuError> {
+    let LoraShape { rank, d_in, .. } = lora.shape;
+    if rank == 0 || !rank.is_multiple_of(4) || !lora.a.offset.is_multiple_of(4) {
+        return Err(GpuError::shape(LORA, format!("rank {rank} and A's offset {} must be multiples of 4", lora.a.offset)));
+    }
+    crate::kernels::add::ensure_len(LORA, "du", lora.du, tokens as u64 * rank as u64)?;
+    crate::kernels::add::ensure_len(LORA, "a", lora.a.buffer, lora.a.offset as u64 + rank as u64 * d_in as u64)?;
+    crate::kernels::ensure_distinct(LORA, &[("dx", dx), ("du", lora.du), ("a", lora.a.buffer)])
 }
 
 #[cfg(test)]

@@ -16,9 +16,10 @@ use std::ops::Range;
 use std::sync::OnceLock;
 
 pub use cpu::{embedding_cpu, matmul_cpu, matmul_input_grad_cpu};
-pub use input_grad::{matmul_input_grad, matmul_input_grad_with, InputGradKernel};
+pub use input_grad::{matmul_input_grad, matmul_input_grad_lora, matmul_input_grad_with, InputGradKernel, LoraDx};
 pub use weight::{gpu_block_bytes, gpu_row_bytes, Weight};
 
+use super::lora::{lora_forward_up, LoraShape, View};
 use crate::gguf::GgmlType;
 use crate::gpu::{batch::grid, Batch, Buffer, GpuError, Kernel};
 
@@ -87,7 +88,12 @@ pub struct Params {
     pub token_tiles: u32,
     /// [`Epilogue`] as a number.
     pub epilogue: u32,
-    pub _pad: [u32; 2],
+    /// The block tile's adapter term ([`matmul_lora`]): rank (0: none), scale, and the
+    /// f32 offset of B's row for the first computed row.
+    pub lora_rank: u32,
+    pub lora_scale: f32,
+    pub lora_b: u32,
+    pub _pad: [u32; 3],
 }
 
 /// What the kernels do with each result v (plus bias) at y[i].
@@ -277,7 +283,7 @@ pub async fn matmul_at(
     let kernel = MatmulKernel::choose(batch, tokens);
     let n = w.rows();
     let offset = y_row as u64 * n as u64;
-    matmul_impl(batch, kernel, x, w, bias.map(Slot::Bias), 0..n, y, offset, n as u32, tokens, Epilogue::Write).await
+    matmul_impl(batch, kernel, x, w, bias.map(Slot::Bias), 0..n, y, offset, n as u32, tokens, Epilogue::Write, None).await
 }
 
 /// The general form: rows `rows` of W with an explicit kernel choice (tests force each);
@@ -298,7 +304,7 @@ pub async fn matmul_with(
     accumulate: bool,
 ) -> Result<(), GpuError> {
     let epilogue = if accumulate { Epilogue::Add } else { Epilogue::Write };
-    matmul_impl(batch, kernel, x, w, bias.map(Slot::Bias), rows, y, 0, y_stride, tokens, epilogue).await
+    matmul_impl(batch, kernel, x, w, bias.map(Slot::Bias), rows, y, 0, y_stride, tokens, epilogue, None).await
 }
 
 /// y[t, n] = silu(gate[t, n]) · Σ_k x[t, k] · W[n, k]: the up projection of a SwiGLU
@@ -312,7 +318,50 @@ pub async fn matmul_swiglu(batch: &mut Batch<'_>, x: &Buffer, w: &Weight, gate: 
     }
     crate::kernels::ensure_distinct(NAME, &[("gate", gate), ("y", y), ("x", x)])?;
     let kernel = MatmulKernel::choose(batch, tokens);
-    matmul_impl(batch, kernel, x, w, Some(Slot::Gate(gate)), 0..n, y, 0, n as u32, tokens, Epilogue::Swiglu).await
+    matmul_impl(batch, kernel, x, w, Some(Slot::Gate(gate)), 0..n, y, 0, n as u32, tokens, Epilogue::Swiglu, None).await
+}
+
+/// The adapter term `scale · u · Bᵀ` of a LoRA projection, with `u = x · Aᵀ` already
+/// computed ([`super::lora::lora_forward_down`]); `shape` as for the adapter kernels.
+#[derive(Clone, Copy)]
+pub struct LoraUp<'a> {
+    pub u: &'a Buffer,
+    pub b: View<'a>,
+    pub shape: LoraShape,
+}
+
+/// y (+)= x · Wᵀ (+ bias) + scale · u · Bᵀ: a LoRA projection's output. The block tile
+/// (CPU devices) adds the adapter term inside the tile, as r more columns; other kernels,
+/// and ranks or offsets off whole vec4s, run the base product then
+/// [`lora_forward_up`]. Same values either way.
+#[allow(clippy::too_many_arguments)]
+pub async fn matmul_lora(
+    batch: &mut Batch<'_>,
+    x: &Buffer,
+    w: &Weight,
+    bias: Option<&Buffer>,
+    y: &Buffer,
+    tokens: u32,
+    accumulate: bool,
+    up: LoraUp<'_>,
+) -> Result<(), GpuError> {
+    let LoraShape { d_in, d_out, .. } = up.shape;
+    if (d_in as usize, d_out as usize) != (w.cols(), w.rows()) {
+        return Err(GpuError::shape("matmul_lora", format!("the adapter maps {d_in}→{d_out}, the weight {}→{}", w.cols(), w.rows())));
+    }
+    let kernel = MatmulKernel::choose(batch, tokens);
+    let epilogue = if accumulate { Epilogue::Add } else { Epilogue::Write };
+    let fused = kernel == MatmulKernel::SubgroupTiled
+        && block_tile(w.ty(), batch.gpu().info().subgroup_min_size, batch.gpu().is_software())
+        && up.shape.rank.is_multiple_of(4)
+        && up.b.offset.is_multiple_of(4);
+    let n = w.rows();
+    let lora = fused.then_some(up);
+    matmul_impl(batch, kernel, x, w, bias.map(Slot::Bias), 0..n, y, 0, n as u32, tokens, epilogue, lora).await?;
+    if !fused {
+        lora_forward_up(batch, up.u, up.b, y.into(), up.shape).await?;
+    }
+    Ok(())
 }
 
 fn uniform_bytes(batch: &Batch<'_>) -> u64 {
@@ -340,6 +389,7 @@ async fn matmul_impl(
     y_stride: u32,
     tokens: u32,
     epilogue: Epilogue,
+    lora: Option<LoraUp<'_>>,
 ) -> Result<(), GpuError> {
     let (bias, gate) = match slot {
         Some(Slot::Bias(b)) => (Some(b), None),
@@ -374,6 +424,9 @@ async fn matmul_impl(
         if b.size() < 4 * rows.end as u64 {
             return Err(GpuError::shape(NAME, format!("bias `{}` is shorter than {} rows", b.label(), rows.end)));
         }
+    }
+    if let Some(up) = &lora {
+        check_lora_up(up, tokens, y)?;
     }
     let has_subgroups = batch.gpu().has_subgroups();
     if kernel == MatmulKernel::SubgroupTiled && !has_subgroups {
@@ -413,7 +466,10 @@ async fn matmul_impl(
             bias_row: if bias.is_some() { lo as u32 } else { u32::MAX },
             token_tiles,
             epilogue: epilogue as u32,
-            _pad: [0; 2],
+            lora_rank: lora.map_or(0, |up| up.shape.rank),
+            lora_scale: lora.map_or(0.0, |up| up.shape.scale),
+            lora_b: lora.map_or(0, |up| up.b.offset + lo as u32 * up.shape.rank),
+            _pad: [0; 3],
         };
         let groups = token_tiles * count.div_ceil(per_group);
         // Unbound bias still needs a buffer in its slot; the shader never reads it.
@@ -424,15 +480,30 @@ async fn matmul_impl(
             let xb = if x_vec4.is_some() { x.range(0, x_bytes) } else { x.into() };
             batch.dispatch(&pipeline, &params, &[xb, weights, y.into(), bias.into(), weights], grid(groups))?;
         } else {
-            // The subgroup module also binds the chunk and x as vec4s (see there).
+            // The subgroup module also binds the chunk and x as vec4s, and the adapter's u
+            // and B (x again without an adapter, never read).
             let mut bindings = vec![x.into(), weights, y.into(), bias.into()];
             if subgroups {
-                bindings.extend([weights, x.into()]);
+                let (u, b) = lora.map_or((x, x), |up| (up.u, up.b.buffer));
+                bindings.extend([weights, x.into(), u.into(), b.into()]);
             }
             batch.dispatch(&pipeline, &params, &bindings, grid(groups))?;
         }
     }
     Ok(())
+}
+
+/// The fused adapter term's operands against the projection: the block tile reads u
+/// [tokens, r] and B [N, r] from `b.offset` in whole vec4s.
+fn check_lora_up(up: &LoraUp<'_>, tokens: u32, y: &Buffer) -> Result<(), GpuError> {
+    const NAME: &str = "matmul_lora";
+    let LoraShape { rank, d_out, .. } = up.shape;
+    if rank == 0 || !rank.is_multiple_of(4) || !up.b.offset.is_multiple_of(4) {
+        return Err(GpuError::shape(NAME, format!("rank {rank} and B's offset {} must be multiples of 4", up.b.offset)));
+    }
+    super::add::ensure_len(NAME, "u", up.u, tokens as u64 * rank as u64)?;
+    super::add::ensure_len(NAME, "b", up.b.buffer, up.b.offset as u64 + d_out as u64 * rank as u64)?;
+    crate::kernels::ensure_distinct(NAME, &[("y", y), ("u", up.u), ("b", up.b.buffer)])
 }
 
 /// out[t, :] = W[ids[t], :]: gathers and dequantizes rows; ids u32 [tokens], out f32
