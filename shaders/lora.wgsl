@@ -21,6 +21,10 @@
 // switch at every barrier: the shared tiles cost ~75 µs per 256-lane workgroup there
 // and took three quarters of a training step.
 //
+// LHS_VEC and RHS_VEC (constants, as everything a hot loop branches on: llvmpipe runs
+// both sides of a branch, masked) say where an operand's 8 values at a k lie side by side
+// in whole vec4s, so the register kernel loads them as two vec4s (lhs4, rhs4).
+//
 // On GPUs a product with few output tiles and a long contraction (u = x·Aᵀ has r = 16
 // columns; dA and dB sum over every token) would leave most of the GPU idle: the loader
 // splits K into ranges of k_split, each workgroup writes its range's partial sums to
@@ -41,8 +45,6 @@ struct Params {
     out_rs: u32,
     alpha: f32,
     k_split: u32,    // the tiled path's K range per workgroup, a multiple of TILE
-    lhs_vec: u32,    // 1: lora_registers loads L's 8 rows at a k as two vec4s (lhs4), 0: one by one
-    rhs_vec: u32,    // 1: the same for R's 8 columns (rhs4)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -134,8 +136,8 @@ fn lora_tiled(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) {
 // Lane `t` owns out[m0..m0+8, n0..n0+8] (8 × 8 measured 1.7× faster than 4 × 4 on
 // llvmpipe: 16 loads per 64 multiply-adds instead of 8 per 16); K in steps of 1 (checked
 // against lavapipe's loop cap on the Rust side). Where an operand's 8 values at a k lie
-// side by side (the host checks), they are two vec4 loads instead of eight: llvmpipe runs
-// each storage load as a loop over the lanes (dA, dB, du and dx: 9–16% faster). Rows
+// side by side (LHS_VEC, RHS_VEC), they are two vec4 loads instead of eight: llvmpipe
+// runs each storage load as a loop over the lanes (dA, dB, du and dx: 9–16% faster). Rows
 // and columns past the end read the last one (the vec4s the last whole one), so the
 // loop has no branches; their results are not stored.
 fn lora_registers(t: u32) {
@@ -145,85 +147,89 @@ fn lora_registers(t: u32) {
     if (m0 >= p.m) {
         return;
     }
-    let quad = vec4<u32>(0u, 1u, 2u, 3u);
-    let l = p.lhs_off + min(vec4<u32>(m0) + quad, vec4<u32>(p.m - 1u)) * p.lhs_rs;
-    let l2 = p.lhs_off + min(vec4<u32>(m0 + 4u) + quad, vec4<u32>(p.m - 1u)) * p.lhs_rs;
-    let r = p.rhs_off + min(vec4<u32>(n0) + quad, vec4<u32>(p.n - 1u)) * p.rhs_cs;
-    let r2 = p.rhs_off + min(vec4<u32>(n0 + 4u) + quad, vec4<u32>(p.n - 1u)) * p.rhs_cs;
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
-    var a4 = vec4<f32>(0.0);
-    var a5 = vec4<f32>(0.0);
-    var a6 = vec4<f32>(0.0);
-    var a7 = vec4<f32>(0.0);
-    var a8 = vec4<f32>(0.0);
-    var a9 = vec4<f32>(0.0);
-    var a10 = vec4<f32>(0.0);
-    var a11 = vec4<f32>(0.0);
-    var a12 = vec4<f32>(0.0);
-    var a13 = vec4<f32>(0.0);
-    var a14 = vec4<f32>(0.0);
-    var a15 = vec4<f32>(0.0);
+    let at = block_at(m0, n0);
+    var acc: Block8;
     for (var k = 0u; k < p.k; k++) {
-        var rv: vec4<f32>;
-        var rw: vec4<f32>;
-        if (p.rhs_vec == 1u) {
-            let o = p.rhs_off + k * p.rhs_rs;
-            rv = rhs4[(o + min(n0, p.n - 4u)) / 4u];
-            rw = rhs4[(o + min(n0 + 4u, p.n - 4u)) / 4u];
-        } else {
-            let rk = r + k * p.rhs_rs;
-            rv = vec4<f32>(rhs[rk.x], rhs[rk.y], rhs[rk.z], rhs[rk.w]);
-            let rk2 = r2 + k * p.rhs_rs;
-            rw = vec4<f32>(rhs[rk2.x], rhs[rk2.y], rhs[rk2.z], rhs[rk2.w]);
-        }
-        var lv: vec4<f32>;
-        var lw: vec4<f32>;
-        if (p.lhs_vec == 1u) {
-            let o = p.lhs_off + k * p.lhs_cs;
-            lv = lhs4[(o + min(m0, p.m - 4u)) / 4u];
-            lw = lhs4[(o + min(m0 + 4u, p.m - 4u)) / 4u];
-        } else {
-            let lk = l + k * p.lhs_cs;
-            lv = vec4<f32>(lhs[lk.x], lhs[lk.y], lhs[lk.z], lhs[lk.w]);
-            let lk2 = l2 + k * p.lhs_cs;
-            lw = vec4<f32>(lhs[lk2.x], lhs[lk2.y], lhs[lk2.z], lhs[lk2.w]);
-        }
-        a0 += lv.x * rv;
-        a1 += lv.x * rw;
-        a2 += lv.y * rv;
-        a3 += lv.y * rw;
-        a4 += lv.z * rv;
-        a5 += lv.z * rw;
-        a6 += lv.w * rv;
-        a7 += lv.w * rw;
-        a8 += lw.x * rv;
-        a9 += lw.x * rw;
-        a10 += lw.y * rv;
-        a11 += lw.y * rw;
-        a12 += lw.z * rv;
-        a13 += lw.z * rw;
-        a14 += lw.w * rv;
-        a15 += lw.w * rw;
+        acc = step8(acc, lhs8(at, k), rhs8(at, k));
     }
-    store4(m0 + 0u, n0, a0);
-    store4(m0 + 0u, n0 + 4u, a1);
-    store4(m0 + 1u, n0, a2);
-    store4(m0 + 1u, n0 + 4u, a3);
-    store4(m0 + 2u, n0, a4);
-    store4(m0 + 2u, n0 + 4u, a5);
-    store4(m0 + 3u, n0, a6);
-    store4(m0 + 3u, n0 + 4u, a7);
-    store4(m0 + 4u, n0, a8);
-    store4(m0 + 4u, n0 + 4u, a9);
-    store4(m0 + 5u, n0, a10);
-    store4(m0 + 5u, n0 + 4u, a11);
-    store4(m0 + 6u, n0, a12);
-    store4(m0 + 6u, n0 + 4u, a13);
-    store4(m0 + 7u, n0, a14);
-    store4(m0 + 7u, n0 + 4u, a15);
+    store8(at, acc);
+}
+
+// A lane's block: its first row and column, and the offsets of its 8 rows of L and 8
+// columns of R (clamped to the last).
+struct BlockAt {
+    m0: u32,
+    n0: u32,
+    l: vec4<u32>,
+    l2: vec4<u32>,
+    r: vec4<u32>,
+    r2: vec4<u32>,
+}
+
+fn block_at(m0: u32, n0: u32) -> BlockAt {
+    let quad = vec4<u32>(0u, 1u, 2u, 3u);
+    return BlockAt(m0, n0,
+                   p.lhs_off + min(vec4<u32>(m0) + quad, vec4<u32>(p.m - 1u)) * p.lhs_rs,
+                   p.lhs_off + min(vec4<u32>(m0 + 4u) + quad, vec4<u32>(p.m - 1u)) * p.lhs_rs,
+                   p.rhs_off + min(vec4<u32>(n0) + quad, vec4<u32>(p.n - 1u)) * p.rhs_cs,
+                   p.rhs_off + min(vec4<u32>(n0 + 4u) + quad, vec4<u32>(p.n - 1u)) * p.rhs_cs);
+}
+
+// 8 values as two vec4s.
+struct V8 {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+// L[m0..m0+8, k].
+fn lhs8(at: BlockAt, k: u32) -> V8 {
+    if (LHS_VEC) {
+        let o = p.lhs_off + k * p.lhs_cs;
+        return V8(lhs4[(o + min(at.m0, p.m - 4u)) / 4u], lhs4[(o + min(at.m0 + 4u, p.m - 4u)) / 4u]);
+    }
+    let a = at.l + k * p.lhs_cs;
+    let b = at.l2 + k * p.lhs_cs;
+    return V8(vec4<f32>(lhs[a.x], lhs[a.y], lhs[a.z], lhs[a.w]), vec4<f32>(lhs[b.x], lhs[b.y], lhs[b.z], lhs[b.w]));
+}
+
+// R[k, n0..n0+8].
+fn rhs8(at: BlockAt, k: u32) -> V8 {
+    if (RHS_VEC) {
+        let o = p.rhs_off + k * p.rhs_rs;
+        return V8(rhs4[(o + min(at.n0, p.n - 4u)) / 4u], rhs4[(o + min(at.n0 + 4u, p.n - 4u)) / 4u]);
+    }
+    let a = at.r + k * p.rhs_rs;
+    let b = at.r2 + k * p.rhs_rs;
+    return V8(vec4<f32>(rhs[a.x], rhs[a.y], rhs[a.z], rhs[a.w]), vec4<f32>(rhs[b.x], rhs[b.y], rhs[b.z], rhs[b.w]));
+}
+
+// A lane's 8 × 8 sums: q0 holds rows m0..m0+4 × columns n0..n0+4 (column c: row m0 + c),
+// q1 the same rows × n0+4..n0+8, q2 and q3 rows m0+4..m0+8. Named fields, not an array:
+// llvmpipe keeps indexed private arrays in memory.
+struct Block8 {
+    q0: mat4x4<f32>,
+    q1: mat4x4<f32>,
+    q2: mat4x4<f32>,
+    q3: mat4x4<f32>,
+}
+
+// acc + the products of L's 8 rows and R's 8 columns at one k.
+fn step8(acc: Block8, l: V8, r: V8) -> Block8 {
+    return Block8(acc.q0 + outer(r.lo, l.lo), acc.q1 + outer(r.hi, l.lo), acc.q2 + outer(r.lo, l.hi), acc.q3 + outer(r.hi, l.hi));
+}
+
+// Column c is l[c] · r.
+fn outer(r: vec4<f32>, l: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(l.x * r, l.y * r, l.z * r, l.w * r);
+}
+
+fn store8(at: BlockAt, acc: Block8) {
+    for (var c = 0u; c < 4u; c++) {
+        store4(at.m0 + c, at.n0, acc.q0[c]);
+        store4(at.m0 + c, at.n0 + 4u, acc.q1[c]);
+        store4(at.m0 + 4u + c, at.n0, acc.q2[c]);
+        store4(at.m0 + 4u + c, at.n0 + 4u, acc.q3[c]);
+    }
 }
 
 fn store4(m: u32, n0: u32, v: vec4<f32>) {

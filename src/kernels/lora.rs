@@ -82,16 +82,13 @@ struct Params {
     out_rs: u32,
     alpha: f32,
     k_split: u32,
-    /// 1: the register kernel loads L's (R's) 8 values at a k as two vec4s ([`vec4_block`]).
-    lhs_vec: u32,
-    rhs_vec: u32,
 }
 
-/// Whether lora.wgsl's `lora_registers` may load an operand's 8 values at one k as two
+/// Whether lora.wgsl's `lhs8`/`rhs8` may load an operand's 8 values at one k as two
 /// vec4s: they lie side by side (`block_stride` 1) in whole vec4s (`block_len`, the
 /// offset and the stride along k multiples of 4).
-fn vec4_block(offset: u32, k_stride: u32, block_stride: u32, block_len: u32) -> u32 {
-    (block_stride == 1 && offset.is_multiple_of(4) && k_stride.is_multiple_of(4) && block_len.is_multiple_of(4)) as u32
+fn vec4_block(offset: u32, k_stride: u32, block_stride: u32, block_len: u32) -> bool {
+    block_stride == 1 && offset.is_multiple_of(4) && k_stride.is_multiple_of(4) && block_len.is_multiple_of(4)
 }
 
 /// f32 values of a buffer from `offset` (in elements) on: one tensor of a flat buffer.
@@ -188,9 +185,21 @@ async fn lora_matmul(
     if m == 0 || n == 0 {
         return Ok(());
     }
+    // Whether each operand loads as vec4s is a pipeline constant, not a parameter: llvmpipe
+    // runs both sides of a branch, masked, so a branch in the loop cost the other side's
+    // loads too (the four register products 3.6 → 2.5 s a step, docs/benchmarks.md).
+    let (lhs_vec, rhs_vec) = match registers {
+        true => (vec4_block(lhs.view.offset, lhs.cs, lhs.rs, m), vec4_block(rhs.view.offset, rhs.rs, rhs.cs, n)),
+        false => (false, false),
+    };
     let (wx, wy) = if registers { (REGISTER_WG, 1) } else { (TILE, TILE) };
     let kernel = |entry| {
-        Kernel::new("lora", SOURCE, entry).with("REGISTERS", registers).with("WX", format!("{wx}u")).with("WY", format!("{wy}u"))
+        Kernel::new("lora", SOURCE, entry)
+            .with("REGISTERS", registers)
+            .with("LHS_VEC", lhs_vec)
+            .with("RHS_VEC", rhs_vec)
+            .with("WX", format!("{wx}u"))
+            .with("WY", format!("{wy}u"))
     };
     let pipeline = batch.gpu().pipeline(&kernel(name)).await?;
     let params = Params {
@@ -208,8 +217,6 @@ async fn lora_matmul(
         out_rs: n,
         alpha,
         k_split: k,
-        lhs_vec: vec4_block(lhs.view.offset, lhs.cs, lhs.rs, m),
-        rhs_vec: vec4_block(rhs.view.offset, rhs.rs, rhs.cs, n),
     };
     let operands = [lhs.view.buffer.into(), rhs.view.buffer.into()];
     // The vec4 views bind at least one vec4; an operand under 16 bytes holds fewer than
