@@ -10,7 +10,10 @@
 // 6 Q4_K, 7 Q6_K), WG (lanes per workgroup), TT (tokens per tile, 16; the
 // matrix-vector kernel is shaders/matvec.wgsl), and for the subgroup kernel SG (lanes
 // whose loads one broadcast spans; divides the subgroup size) and BLOCKS (1: the block
-// tile below, for CPU devices).
+// tile below, for CPU devices); EPILOGUE (0: y = result, 1: y += result, 2: y =
+// silu(gate) · result) and BIAS (a bias is added), constants rather than parameters
+// because llvmpipe runs both sides of a branch, masked: every store paid for the loads
+// of the epilogues it skipped.
 
 // ---- subgroup activation fetch: the subgroup module is the file up to "portable" ----
 
@@ -178,22 +181,22 @@ struct Params {
     row_words: u32,  // u32 words per weight row in the chunk
     y_stride: u32,   // f32 per output row of y
     y_col: u32,      // column of y that row0 lands in
-    bias_row: u32,   // bias index of row0; u32::MAX without bias
+    bias_row: u32,   // bias index of row0 (with BIAS)
     token_tiles: u32,
-    epilogue: u32,   // 0: y = result, 1: y += result, 2: y = silu(gate) · result
     lora_rank: u32,  // block tile: rank r of an adapter term added before the epilogue; 0: none
     lora_scale: f32, // its scale (alpha / r)
     lora_b: u32,     // f32 offset in lb of B's row for row0 (B [N, r] row-major)
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
+    _pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;         // [tokens, cols]
 @group(0) @binding(2) var<storage, read> w: array<u32>;         // [rows, row_words] of one chunk
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;   // [tokens, y_stride]
-@group(0) @binding(4) var<storage, read> bias: array<f32>;      // [N] (any buffer without bias); the gate [tokens, y_stride] with epilogue 2
+@group(0) @binding(4) var<storage, read> bias: array<f32>;      // [N] (any buffer without bias); the gate [tokens, y_stride] with EPILOGUE 2
 
 // ---- dequant: W8 and dequant8 (needs `w` and `p.cols`), also appended to matmul_grad.wgsl ----
 struct W8 {
@@ -338,13 +341,13 @@ fn x_row(t0: u32, t: u32) -> u32 {
 fn store(row: u32, t0: u32, t: u32, v: f32) {
     if (row < p.rows && t0 + t < p.tokens) {
         var b = 0.0;
-        if (p.bias_row != 0xffffffffu) {
+        if (BIAS) {
             b = bias[p.bias_row + row];
         }
         let i = (t0 + t) * p.y_stride + p.y_col + row;
-        if (p.epilogue == 1u) {
+        if (EPILOGUE == 1u) {
             y[i] += v + b;
-        } else if (p.epilogue == 2u) {
+        } else if (EPILOGUE == 2u) {
             // SwiGLU as swiglu.wgsl: the gate [tokens, y_stride] sits in the bias slot.
             let g = bias[i];
             y[i] = g / (1.0 + exp(-g)) * v;

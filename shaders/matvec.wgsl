@@ -11,7 +11,7 @@
 // On llvmpipe each per-lane storage load is a loop over the 8 SIMD lanes, so the kernel
 // counts loads, not bytes: one vec4 per 32 Q4 values, x reused across R rows.
 //
-// Constants set by the loader: FMT (as matmul.wgsl), WG (lanes per workgroup), UNIT (values per unit: 8 for F32/F16/BF16, 32 otherwise), ROWS_WG
+// Constants set by the loader: FMT, EPILOGUE and BIAS (as matmul.wgsl), WG (lanes per workgroup), UNIT (values per unit: 8 for F32/F16/BF16, 32 otherwise), ROWS_WG
 // (rows per workgroup: R × lane groups, counted with the smallest subgroup size).
 
 // ---- subgroup reduction: the subgroup module is the file up to "portable" ----
@@ -46,15 +46,15 @@ struct Params {
     row_words: u32,  // u32 words per weight row in the chunk, a multiple of 4
     y_stride: u32,   // f32 per output row of y
     y_col: u32,      // column of y that row0 lands in
-    bias_row: u32,   // bias index of row0; u32::MAX without bias
+    bias_row: u32,   // bias index of row0 (with BIAS)
     token_tiles: u32,
-    epilogue: u32,   // 0: y = result, 1: y += result, 2: y = silu(gate) · result
     lora_rank: u32,  // matmul.wgsl's block tile only: 0 here
     lora_scale: f32,
     lora_b: u32,
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
+    _pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -64,7 +64,7 @@ struct Params {
 // is a plain gather.
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;   // [rows, row_words / 4]
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;   // [tokens, y_stride]
-@group(0) @binding(4) var<storage, read> bias: array<f32>;      // [N] (any buffer without bias); the gate [tokens, y_stride] with epilogue 2
+@group(0) @binding(4) var<storage, read> bias: array<f32>;      // [N] (any buffer without bias); the gate [tokens, y_stride] with EPILOGUE 2
 @group(0) @binding(5) var<storage, read> ws: array<u32>;        // w again, for word loads
 
 // x[t, u·UNIT ..] as up to 8 vec4.
@@ -185,13 +185,13 @@ fn rows_dot(r0: u32, t: u32, lane: u32, lanes: u32) -> vec4<f32> {
 fn store(row: u32, t: u32, v: f32) {
     if (row < p.rows) {
         var b = 0.0;
-        if (p.bias_row != 0xffffffffu) {
+        if (BIAS) {
             b = bias[p.bias_row + row];
         }
         let i = t * p.y_stride + p.y_col + row;
-        if (p.epilogue == 1u) {
+        if (EPILOGUE == 1u) {
             y[i] += v + b;
-        } else if (p.epilogue == 2u) {
+        } else if (EPILOGUE == 2u) {
             // SwiGLU as swiglu.wgsl: the gate [tokens, y_stride] sits in the bias slot.
             let g = bias[i];
             y[i] = g / (1.0 + exp(-g)) * v;

@@ -86,17 +86,15 @@ pub struct Params {
     pub y_col: u32,
     pub bias_row: u32,
     pub token_tiles: u32,
-    /// [`Epilogue`] as a number.
-    pub epilogue: u32,
     /// The block tile's adapter term ([`matmul_lora`]): rank (0: none), scale, and the
     /// f32 offset of B's row for the first computed row.
     pub lora_rank: u32,
     pub lora_scale: f32,
     pub lora_b: u32,
-    pub _pad: [u32; 3],
+    pub _pad: [u32; 4],
 }
 
-/// What the kernels do with each result v (plus bias) at y[i].
+/// What the kernels do with each result v (plus bias) at y[i]; the shaders' EPILOGUE.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Epilogue {
     /// y = v
@@ -169,8 +167,24 @@ impl MatmulKernel {
     }
 
     /// `x_vec4`: for the matrix-vector kernel, the vec4 count of a uniform x binding
-    /// (None: x is a storage binding); ignored by the others.
-    fn kernel(self, ty: GgmlType, subgroups: bool, subgroup_min: u32, x_vec4: Option<u32>, software: bool) -> Kernel {
+    /// (None: x is a storage binding); ignored by the others. The epilogue and whether a
+    /// bias is added are constants of the pipeline (see matmul.wgsl).
+    #[allow(clippy::too_many_arguments)]
+    fn kernel(
+        self,
+        ty: GgmlType,
+        subgroups: bool,
+        subgroup_min: u32,
+        x_vec4: Option<u32>,
+        software: bool,
+        epilogue: Epilogue,
+        bias: bool,
+    ) -> Kernel {
+        let kernel = self.kernel_shape(ty, subgroups, subgroup_min, x_vec4, software);
+        kernel.with("EPILOGUE", format!("{}u", epilogue as u32)).with("BIAS", bias)
+    }
+
+    fn kernel_shape(self, ty: GgmlType, subgroups: bool, subgroup_min: u32, x_vec4: Option<u32>, software: bool) -> Kernel {
         let (wg, tt, _) = self.tile(software);
         if matches!(self, MatmulKernel::Vector | MatmulKernel::LaneVector) {
             let subgroups = subgroups && self == MatmulKernel::Vector;
@@ -443,7 +457,8 @@ async fn matmul_impl(
     let vector = matches!(kernel, MatmulKernel::Vector | MatmulKernel::LaneVector);
     let x_vec4 = (vector && x_bytes <= uniform_bytes(batch)).then_some((t * k / 4) as u32);
     let software = batch.gpu().is_software();
-    let pipeline = batch.gpu().pipeline(&kernel.kernel(w.ty(), subgroups, subgroup_min, x_vec4, software)).await?;
+    let shader = kernel.kernel(w.ty(), subgroups, subgroup_min, x_vec4, software, epilogue, bias.is_some());
+    let pipeline = batch.gpu().pipeline(&shader).await?;
     let (_, tt, _) = kernel.tile(software);
     let per_group = kernel.rows_per_group(subgroups, subgroup_min, software);
     let token_tiles = tokens.div_ceil(tt);
@@ -463,13 +478,12 @@ async fn matmul_impl(
             y_stride,
             // y_col is a plain offset added to every index of y.
             y_col: (y_offset + (lo - rows.start) as u64) as u32,
-            bias_row: if bias.is_some() { lo as u32 } else { u32::MAX },
+            bias_row: lo as u32,
             token_tiles,
-            epilogue: epilogue as u32,
             lora_rank: lora.map_or(0, |up| up.shape.rank),
             lora_scale: lora.map_or(0.0, |up| up.shape.scale),
             lora_b: lora.map_or(0, |up| up.b.offset + lo as u32 * up.shape.rank),
-            _pad: [0; 3],
+            _pad: [0; 4],
         };
         let groups = token_tiles * count.div_ceil(per_group);
         // Unbound bias still needs a buffer in its slot; the shader never reads it.
@@ -524,7 +538,7 @@ pub async fn embedding(batch: &mut Batch<'_>, w: &Weight, ids: &Buffer, out: &Bu
         ));
     }
     // The module also holds matmul_forward, so it needs its constants; the portable one.
-    let kernel = MatmulKernel::Tiled.kernel(w.ty(), false, 0, None, false);
+    let kernel = MatmulKernel::Tiled.kernel(w.ty(), false, 0, None, false, Epilogue::Write, false);
     let kernel = Kernel { entry: "embedding_forward", ..kernel };
     let pipeline = batch.gpu().pipeline(&kernel).await?;
     let threads = tokens * (k / 8) as u32;
