@@ -184,6 +184,7 @@ impl MatmulKernel {
         kernel.with("EPILOGUE", format!("{}u", epilogue as u32)).with("BIAS", bias)
     }
 
+    /// The kernel's module, entry point and tile constants, without the epilogue's.
     fn kernel_shape(self, ty: GgmlType, subgroups: bool, subgroup_min: u32, x_vec4: Option<u32>, software: bool) -> Kernel {
         let (wg, tt, _) = self.tile(software);
         if matches!(self, MatmulKernel::Vector | MatmulKernel::LaneVector) {
