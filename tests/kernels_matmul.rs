@@ -126,6 +126,9 @@ fn matmul_lora_adds_the_adapter_term() -> Result<(), GpuError> {
             let wrong = LoraUp { shape: LoraShape { d_out: n as u32 + 1, ..shape }, ..up };
             let err = pollster::block_on(matmul_lora(&mut gpu.batch(), &xb, &w, None, &y, tokens as u32, accumulate, wrong)).unwrap_err();
             assert!(err.to_string().contains(&format!("maps {k}→{}", n + 1)), "{err}");
+            let nan = LoraUp { shape: LoraShape { scale: f32::NAN, ..shape }, ..up };
+            let err = pollster::block_on(matmul_lora(&mut gpu.batch(), &xb, &w, None, &y, tokens as u32, accumulate, nan)).unwrap_err();
+            assert!(err.to_string().contains("scale NaN"), "{err}");
         }
     }
     Ok(())

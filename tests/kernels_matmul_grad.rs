@@ -195,6 +195,9 @@ fn input_grad_lora_adds_the_adapter_rows() -> Result<(), GpuError> {
             let wrong = LoraDx { shape: LoraShape { d_in: k as u32 + 8, ..shape }, ..lora };
             let err = pollster::block_on(matmul_input_grad_lora(&mut gpu.batch(), &dyb, &w, &dx, tokens as u32, accumulate, wrong)).unwrap_err();
             assert!(err.to_string().contains(&format!("maps {}→{n}", k + 8)), "{err}");
+            let zero = LoraDx { shape: LoraShape { rank: 0, ..shape }, ..lora };
+            let err = pollster::block_on(matmul_input_grad_lora(&mut gpu.batch(), &dyb, &w, &dx, tokens as u32, accumulate, zero)).unwrap_err();
+            assert!(err.to_string().contains("rank 0"), "{err}");
         }
     }
     Ok(())

@@ -123,7 +123,7 @@ pub struct LoraShape {
 }
 
 impl LoraShape {
-    fn check(&self, name: &'static str) -> Result<(), GpuError> {
+    pub(crate) fn check(&self, name: &'static str) -> Result<(), GpuError> {
         if self.rank == 0 || self.rank > MAX_RANK {
             return Err(GpuError::shape(name, format!("rank {} must be in 1..={MAX_RANK}", self.rank)));
         }

@@ -11,7 +11,7 @@
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use super::{format_id, Weight, SOURCE};
+use super::{adapter_vec4, check_adapter, format_id, Weight, SOURCE};
 use crate::gpu::{batch::grid, Batch, Buffer, GpuError, Kernel};
 use crate::kernels::lora::{lora_backward_input, LoraShape, View};
 
@@ -227,13 +227,10 @@ pub async fn matmul_input_grad_lora(
     accumulate: bool,
     lora: LoraDx<'_>,
 ) -> Result<(), GpuError> {
-    let LoraShape { d_in, d_out, .. } = lora.shape;
-    if (d_in as usize, d_out as usize) != (w.cols(), w.rows()) {
-        return Err(GpuError::shape(LORA, format!("the adapter maps {d_in}→{d_out}, the weight {}→{}", w.cols(), w.rows())));
-    }
+    check_adapter(LORA, &lora.shape, w)?;
     let (n, rows) = (w.rows() as u32, 0..w.rows());
     let kernel = InputGradKernel::choose_for(batch, vec4_rows(dy, n, w, &rows, tokens));
-    let fused = kernel == InputGradKernel::Subgroup && lora.shape.rank.is_multiple_of(4) && lora.a.offset.is_multiple_of(4);
+    let fused = kernel == InputGradKernel::Subgroup && adapter_vec4(&lora.shape, lora.a.offset);
     grad_impl(batch, kernel, dy, n, w, rows, dx, tokens, accumulate, fused.then_some(lora)).await?;
     if !fused {
         lora_backward_input(batch, lora.du, lora.a, dx, lora.shape, true).await?;
@@ -457,13 +454,10 @@ async fn grad_impl(
     Ok(())
 }
 
-/// The fused adapter rows' operands against the projection: the subgroup kernel reads du
-/// [tokens, r] and A [r, K] from `a.offset` in whole vec4s.
+/// The fused adapter rows' buffers: the subgroup kernel reads du [tokens, r] and A [r, K]
+/// from `a.offset` ([`matmul_input_grad_lora`] checked the shape and the vec4s).
 fn check_lora_dx(lora: &LoraDx<'_>, tokens: u32, dx: &Buffer) -> Result<(), GpuError> {
     let LoraShape { rank, d_in, .. } = lora.shape;
-    if rank == 0 || !rank.is_multiple_of(4) || !lora.a.offset.is_multiple_of(4) {
-        return Err(GpuError::shape(LORA, format!("rank {rank} and A's offset {} must be multiples of 4", lora.a.offset)));
-    }
     crate::kernels::add::ensure_len(LORA, "du", lora.du, tokens as u64 * rank as u64)?;
     crate::kernels::add::ensure_len(LORA, "a", lora.a.buffer, lora.a.offset as u64 + rank as u64 * d_in as u64)?;
     crate::kernels::ensure_distinct(LORA, &[("dx", dx), ("du", lora.du), ("a", lora.a.buffer)])

@@ -360,16 +360,12 @@ pub async fn matmul_lora(
     accumulate: bool,
     up: LoraUp<'_>,
 ) -> Result<(), GpuError> {
-    let LoraShape { d_in, d_out, .. } = up.shape;
-    if (d_in as usize, d_out as usize) != (w.cols(), w.rows()) {
-        return Err(GpuError::shape("matmul_lora", format!("the adapter maps {d_in}→{d_out}, the weight {}→{}", w.cols(), w.rows())));
-    }
+    check_adapter("matmul_lora", &up.shape, w)?;
     let kernel = MatmulKernel::choose(batch, tokens);
     let epilogue = if accumulate { Epilogue::Add } else { Epilogue::Write };
     let fused = kernel == MatmulKernel::SubgroupTiled
         && block_tile(w.ty(), batch.gpu().info().subgroup_min_size, batch.gpu().is_software())
-        && up.shape.rank.is_multiple_of(4)
-        && up.b.offset.is_multiple_of(4);
+        && adapter_vec4(&up.shape, up.b.offset);
     let n = w.rows();
     let lora = fused.then_some(up);
     matmul_impl(batch, kernel, x, w, bias.map(Slot::Bias), 0..n, y, 0, n as u32, tokens, epilogue, lora).await?;
@@ -508,14 +504,27 @@ async fn matmul_impl(
     Ok(())
 }
 
-/// The fused adapter term's operands against the projection: the block tile reads u
-/// [tokens, r] and B [N, r] from `b.offset` in whole vec4s.
+/// An adapter for this projection (x [T, K] → y [T, N]): a valid shape mapping K → N.
+fn check_adapter(name: &'static str, shape: &LoraShape, w: &Weight) -> Result<(), GpuError> {
+    shape.check(name)?;
+    let LoraShape { d_in, d_out, .. } = *shape;
+    if (d_in as usize, d_out as usize) != (w.cols(), w.rows()) {
+        return Err(GpuError::shape(name, format!("the adapter maps {d_in}→{d_out}, the weight {}→{}", w.cols(), w.rows())));
+    }
+    Ok(())
+}
+
+/// Whether the fused kernels can read an adapter matrix ([r, ·] or [·, r]) that starts at
+/// `offset`: its rows, and so the rank and the offset, in whole vec4s.
+fn adapter_vec4(shape: &LoraShape, offset: u32) -> bool {
+    shape.rank.is_multiple_of(4) && offset.is_multiple_of(4)
+}
+
+/// The fused adapter term's buffers: the block tile reads u [tokens, r] and B [N, r]
+/// from `b.offset` ([`matmul_lora`] checked the shape and the vec4s).
 fn check_lora_up(up: &LoraUp<'_>, tokens: u32, y: &Buffer) -> Result<(), GpuError> {
     const NAME: &str = "matmul_lora";
     let LoraShape { rank, d_out, .. } = up.shape;
-    if rank == 0 || !rank.is_multiple_of(4) || !up.b.offset.is_multiple_of(4) {
-        return Err(GpuError::shape(NAME, format!("rank {rank} and B's offset {} must be multiples of 4", up.b.offset)));
-    }
     super::add::ensure_len(NAME, "u", up.u, tokens as u64 * rank as u64)?;
     super::add::ensure_len(NAME, "b", up.b.buffer, up.b.offset as u64 + d_out as u64 * rank as u64)?;
     crate::kernels::ensure_distinct(NAME, &[("y", y), ("u", up.u), ("b", up.b.buffer)])
