@@ -5,10 +5,11 @@
 // A file of its own because the CPU path reads dy through a uniform binding in slot 1,
 // where matmul.wgsl declares its storage x.
 //
-// Each lane owns 8 columns (one dequant8) × a tile of 16 tokens and walks the rows 4 at
+// Each lane owns 8 columns (one dequant8) × a tile of 16 tokens and walks the rows 8 at
 // a time: each dequantized value serves 16 tokens from registers, each accumulator takes
-// 4 products per update (with one, the 128 spilled accumulators made the kernel
-// store-bound: half the speed), and all lanes read the same dy values.
+// 8 products per update (the 128 accumulators spill: with one product an update the
+// kernel was store-bound, half the speed; 8 instead of 4 gave 5%), and all lanes read
+// the same dy values.
 //
 // Three modules, three ways to read dy (the split of matmul.wgsl):
 // - uniform, the file up to "storage dy", for CPU devices without 8-lane subgroups:
@@ -144,8 +145,7 @@ struct DxTile {
 }
 
 // acc + 4 rows' products: column j of lo / hi is row j's values k..k+4 / k+4..k+8, so
-// lo · d.q0 sums Σ_j dy[t, j] · W[j, k..k+4] for tokens 0–3 (4 products an update: with
-// one, the 128 spilled accumulators made the kernel store-bound, half the speed).
+// lo · d.q0 sums Σ_j dy[t, j] · W[j, k..k+4] for tokens 0–3.
 fn grad_step(acc: DxTile, lo: mat4x4<f32>, hi: mat4x4<f32>, d: Dy16) -> DxTile {
     return DxTile(acc.l0 + lo * d.q0, acc.l1 + lo * d.q1, acc.l2 + lo * d.q2, acc.l3 + lo * d.q3,
                   acc.h0 + hi * d.q0, acc.h1 + hi * d.q1, acc.h2 + hi * d.q2, acc.h3 + hi * d.q3);
@@ -161,26 +161,46 @@ fn matmul_input_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     store_grad(at, input_grad(at, 0u));
 }
 
-// The rows' sums, 4 rows a step. The host keeps a segment's rows / 4 iterations within
+// The rows' sums, 8 rows a step. The host keeps a segment's rows / 8 iterations within
 // llvmpipe's 65,535 loop iterations. `sl`: the lane within its subgroup (0 outside the
 // subgroup module).
 fn input_grad(at: GradTile, sl: u32) -> DxTile {
     var acc: DxTile;
-    for (var n = at.n0; n < at.n1; n += 4u) {
-        // Rows past the end repeat the last row (valid loads) with zero weight.
-        let rn = vec4<u32>(n) + vec4<u32>(0u, 1u, 2u, 3u);
-        let r = min(rn, vec4<u32>(at.n1 - 1u));
-        let b = (r + p.row0) * p.row_words;
-        let live = vec4<f32>(rn < vec4<u32>(at.n1));
-        let v0 = dequant8(b.x, at.kc);
-        let v1 = dequant8(b.y, at.kc);
-        let v2 = dequant8(b.z, at.kc);
-        let v3 = dequant8(b.w, at.kc);
-        let lo = mat4x4<f32>(v0.lo, v1.lo * live.y, v2.lo * live.z, v3.lo * live.w);
-        let hi = mat4x4<f32>(v0.hi, v1.hi * live.y, v2.hi * live.z, v3.hi * live.w);
-        acc = grad_step(acc, lo, hi, fetch_dy(at.tile, r, at.n1, sl));
+    for (var n = at.n0; n < at.n1; n += 8u) {
+        let a = rows4(at, n);
+        let b = rows4(at, n + 4u);
+        acc = grad_step2(acc, a, fetch_dy(at.tile, a.r, at.n1, sl), b, fetch_dy(at.tile, b.r, at.n1, sl));
     }
     return acc;
+}
+
+// 4 rows from n of W at the lane's columns, rows past the end repeating the last (valid
+// loads) with zero weight.
+struct Rows4 {
+    lo: mat4x4<f32>,
+    hi: mat4x4<f32>,
+    r: vec4<u32>,
+}
+
+fn rows4(at: GradTile, n: u32) -> Rows4 {
+    let rn = vec4<u32>(n) + vec4<u32>(0u, 1u, 2u, 3u);
+    let r = min(rn, vec4<u32>(at.n1 - 1u));
+    let b = (r + p.row0) * p.row_words;
+    let live = vec4<f32>(rn < vec4<u32>(at.n1));
+    let v0 = dequant8(b.x, at.kc);
+    let v1 = dequant8(b.y, at.kc);
+    let v2 = dequant8(b.z, at.kc);
+    let v3 = dequant8(b.w, at.kc);
+    return Rows4(mat4x4<f32>(v0.lo * live.x, v1.lo * live.y, v2.lo * live.z, v3.lo * live.w),
+                 mat4x4<f32>(v0.hi * live.x, v1.hi * live.y, v2.hi * live.z, v3.hi * live.w), r);
+}
+
+// acc + 8 rows' products (as grad_step for each Rows4), each accumulator updated once.
+fn grad_step2(acc: DxTile, a: Rows4, da: Dy16, b: Rows4, db: Dy16) -> DxTile {
+    return DxTile(acc.l0 + (a.lo * da.q0 + b.lo * db.q0), acc.l1 + (a.lo * da.q1 + b.lo * db.q1),
+                  acc.l2 + (a.lo * da.q2 + b.lo * db.q2), acc.l3 + (a.lo * da.q3 + b.lo * db.q3),
+                  acc.h0 + (a.hi * da.q0 + b.hi * db.q0), acc.h1 + (a.hi * da.q1 + b.hi * db.q1),
+                  acc.h2 + (a.hi * da.q2 + b.hi * db.q2), acc.h3 + (a.hi * da.q3 + b.hi * db.q3));
 }
 
 fn store_grad(at: GradTile, acc: DxTile) {

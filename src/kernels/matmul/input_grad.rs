@@ -38,7 +38,7 @@ const PACKED_ROW_BYTES: u64 = 4 * TILE_TOKENS as u64;
 /// pieces of this size, so its scratch buffer stays small: 4096 rows at 256 tokens).
 const PACK_BYTES: u64 = 4 << 20;
 
-/// Rows one storage-path dispatch walks. Every 4 rows are one loop iteration of every
+/// Rows one storage-path dispatch walks. Every 8 rows are one loop iteration of every
 /// invocation, and llvmpipe silently leaves all loops of an invocation after 65,535
 /// iterations in all, so longer ranges are split into dispatches that accumulate.
 const DISPATCH_ROWS: usize = 32_768;
