@@ -38,6 +38,11 @@
 // tile i at vec4 (i · tile_rows + r) · 4, tokens 0–3, 4–7, 8–11, 12–15.
 @group(0) @binding(1) var<uniform> dyw: array<vec4<f32>, 4096>;
 
+// Values k..k+8 of the row at word `base`.
+fn row8(base: u32, k: u32) -> W8 {
+    return dequant8(base, k);
+}
+
 // The 16 tokens of tile `tile` (of this dispatch) at rows r (of this dispatch).
 fn fetch_dy(tile: u32, r: vec4<u32>, n1: u32, sl: u32) -> Dy16 {
     let i = (vec4<u32>(tile * p.tile_rows + p.dy_col) + r) * 4u;
@@ -64,6 +69,11 @@ struct Params {
     segments: u32,   // reduce: partial slices to add
     lora_rank: u32,  // subgroup module: rank r of an adapter term (adapter_rows); 0: none
     lora_a: u32,     // its A's f32 offset in la
+    dx_off: u32,     // dx[t, k] at dx_off + t · dx_ts + k · dx_ks (within the segment's slice),
+    dx_ts: u32,      // times dx_scale: dx [tokens, cols] by default, a transposed or
+    dx_ks: u32,      // scaled slice of a gradient buffer for outer_sum
+    dx_scale: f32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -78,27 +88,28 @@ struct Dy16 {
     q3: mat4x4<f32>,
 }
 
-// dx[t, k..k+8] (+)= (lo, hi), in the slice `base` of dx; unrolled, so no loop counts
-// against llvmpipe's budget.
+// dx[t, k..k+8] (+)= (lo, hi) · dx_scale, in the slice `base` of dx (layout in Params);
+// unrolled, so no loop counts against llvmpipe's budget.
 fn store_dx(base: u32, t: u32, k: u32, lo: vec4<f32>, hi: vec4<f32>) {
     if (k >= p.cols || t >= p.tokens) {
         return;
     }
-    let i = base + t * p.cols + k;
-    var a = lo;
-    var b = hi;
+    let i = base + p.dx_off + t * p.dx_ts + k * p.dx_ks;
+    let s = p.dx_ks;
+    var a = p.dx_scale * lo;
+    var b = p.dx_scale * hi;
     if (p.epilogue == 1u) {
-        a += vec4<f32>(dx[i], dx[i + 1u], dx[i + 2u], dx[i + 3u]);
-        b += vec4<f32>(dx[i + 4u], dx[i + 5u], dx[i + 6u], dx[i + 7u]);
+        a += vec4<f32>(dx[i], dx[i + s], dx[i + 2u * s], dx[i + 3u * s]);
+        b += vec4<f32>(dx[i + 4u * s], dx[i + 5u * s], dx[i + 6u * s], dx[i + 7u * s]);
     }
     dx[i] = a.x;
-    dx[i + 1u] = a.y;
-    dx[i + 2u] = a.z;
-    dx[i + 3u] = a.w;
-    dx[i + 4u] = b.x;
-    dx[i + 5u] = b.y;
-    dx[i + 6u] = b.z;
-    dx[i + 7u] = b.w;
+    dx[i + s] = a.y;
+    dx[i + 2u * s] = a.z;
+    dx[i + 3u * s] = a.w;
+    dx[i + 4u * s] = b.x;
+    dx[i + 5u * s] = b.y;
+    dx[i + 6u * s] = b.z;
+    dx[i + 7u * s] = b.w;
 }
 
 // What a lane computes: 8 columns from k (kc: clamped to the last 8) × the 16 tokens of
@@ -187,10 +198,10 @@ fn rows4(at: GradTile, n: u32) -> Rows4 {
     let r = min(rn, vec4<u32>(at.n1 - 1u));
     let b = (r + p.row0) * p.row_words;
     let live = vec4<f32>(rn < vec4<u32>(at.n1));
-    let v0 = dequant8(b.x, at.kc);
-    let v1 = dequant8(b.y, at.kc);
-    let v2 = dequant8(b.z, at.kc);
-    let v3 = dequant8(b.w, at.kc);
+    let v0 = row8(b.x, at.kc);
+    let v1 = row8(b.y, at.kc);
+    let v2 = row8(b.z, at.kc);
+    let v3 = row8(b.w, at.kc);
     return Rows4(mat4x4<f32>(v0.lo * live.x, v1.lo * live.y, v2.lo * live.z, v3.lo * live.w),
                  mat4x4<f32>(v0.hi * live.x, v1.hi * live.y, v2.hi * live.z, v3.hi * live.w), r);
 }
@@ -223,6 +234,10 @@ fn store4_dx(base: u32, t: u32, k: u32, lo: mat4x4<f32>, hi: mat4x4<f32>) {
 // ---- storage dy: the storage module is the file from "shared" on ----
 
 @group(0) @binding(1) var<storage, read> dy: array<f32>;  // [tokens, dy_stride]
+
+fn row8(base: u32, k: u32) -> W8 {
+    return dequant8(base, k);
+}
 
 // dy[t, dy_col + r], tokens past the end clamped to the last one.
 fn dy_rows(t: u32, r: vec4<u32>) -> vec4<f32> {
@@ -283,8 +298,25 @@ fn matmul_input_grad_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
 // lanes (about 12 instructions a value for a vec4), so each lane loads the 4 rows of one
 // token as a vec4 and the subgroup shares them: 2 loads a lane for 16 tokens × 4 rows.
 // The host keeps dy_stride, dy_col and the rows' start multiples of 4.
+//
+// DY_T (a constant): dy is given rows-major instead, [rows, dy_stride] with the tokens
+// along a row. outer_sum (kernels/matmul/input_grad.rs) computes the LoRA weight
+// gradients with it: dA = duᵀ · x walks the tokens of x as W's rows and shares du [T, r]
+// as dy (the r columns of du as the "tokens"); dB the same with dy and u, stored
+// transposed and scaled (dx_ts, dx_ks, dx_scale).
 
-@group(0) @binding(1) var<storage, read> dy4: array<vec4<f32>>;  // [tokens, dy_stride / 4]
+@group(0) @binding(1) var<storage, read> dy4: array<vec4<f32>>;  // [tokens, dy_stride / 4]; DY_T: [rows, dy_stride / 4]
+@group(0) @binding(6) var<storage, read> wv: array<vec4<u32>>;   // w again, as vec4s
+
+// Values k..k+8 of the row at word `base`: F32 rows (outer_sum's activations) as two
+// vec4 loads instead of dequant8's eight words.
+fn row8(base: u32, k: u32) -> W8 {
+    if (FMT == 0u) {
+        let i = (base + k) / 4u;
+        return W8(bitcast<vec4<f32>>(wv[i]), bitcast<vec4<f32>>(wv[i + 1u]));
+    }
+    return dequant8(base, k);
+}
 
 @compute @workgroup_size(WG)
 fn matmul_input_grad_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -328,7 +360,23 @@ fn dy_row4(t: u32, r: vec4<u32>, n1: u32) -> vec4<f32> {
 
 fn fetch_dy(tile: u32, r: vec4<u32>, n1: u32, sl: u32) -> Dy16 {
     let t = (p.tile0 + tile) * 16u;
+    if (DY_T) {
+        // Lane l: tokens t + 8·(l % 2) .. + 8 of row r[l / 2] (r clamped to the walked
+        // rows), each vec4 kept inside the row: tokens past the end are not stored.
+        let o = (r[sl / 2u] + p.dy_col) * p.dy_stride;
+        let c = t + 8u * (sl % 2u);
+        return share_rows(dy4[(o + min(c, p.tokens - 4u)) / 4u], dy4[(o + min(c + 4u, p.tokens - 4u)) / 4u]);
+    }
     return share_dy(dy_row4(t + sl, r, n1), dy_row4(t + 8u + sl, r, n1));
+}
+
+// Lane l's a and b (tokens 8·(l % 2) .. + 4 and + 4 .. + 8 of row l / 2) as 16 tokens ×
+// 4 rows: the same broadcasts as share_dy, transposed.
+fn share_rows(a: vec4<f32>, b: vec4<f32>) -> Dy16 {
+    return Dy16(transpose(mat4x4<f32>(subgroupBroadcast(a, 0u), subgroupBroadcast(a, 2u), subgroupBroadcast(a, 4u), subgroupBroadcast(a, 6u))),
+                transpose(mat4x4<f32>(subgroupBroadcast(b, 0u), subgroupBroadcast(b, 2u), subgroupBroadcast(b, 4u), subgroupBroadcast(b, 6u))),
+                transpose(mat4x4<f32>(subgroupBroadcast(a, 1u), subgroupBroadcast(a, 3u), subgroupBroadcast(a, 5u), subgroupBroadcast(a, 7u))),
+                transpose(mat4x4<f32>(subgroupBroadcast(b, 1u), subgroupBroadcast(b, 3u), subgroupBroadcast(b, 5u), subgroupBroadcast(b, 7u))));
 }
 
 // Lane l's a (token l) and b (token 8 + l) as 16 tokens × 4 rows.

@@ -3,7 +3,8 @@
 //! split into segments whose partial sums a second dispatch adds): every
 //! weight type, odd sizes, row ranges that start inside the matrix and cross chunk
 //! boundaries, the lm_head's vocabulary chunks, and ranges longer than one window and
-//! than one dispatch may walk on llvmpipe.
+//! than one dispatch may walk on llvmpipe. Also `outer_sum`, the LoRA weight gradients
+//! through the same kernel.
 
 use std::ops::Range;
 
@@ -324,4 +325,70 @@ fn input_grad_bad_shapes_are_errors() -> Result<(), GpuError> {
         assert!(matches!(result, Err(GpuError::Shape { .. })), "{what}: {result:?}");
     }
     Ok(())
+}
+
+/// `outer_sum` (the LoRA weight gradients on CPU devices): out (+)= scale · Sᵀ · X, plain
+/// and transposed, against f64 loops; S's columns from 4 (a partial token tile) to 20
+/// (two tiles), row counts off the 8-row step, an output offset between NaNs, and
+/// more rows than one dispatch walks.
+#[test]
+fn outer_sum_matches_cpu() -> Result<(), GpuError> {
+    pollster::block_on(async {
+        let gpu = gpu()?;
+        let batch = gpu.batch();
+        if !classtune::kernels::matmul::outer_sum_fits(&batch, 4, 8) {
+            eprintln!("outer_sum: not on this device ({}), skipped", gpu.describe());
+            return Ok(());
+        }
+        drop(batch);
+        let mut rng = StdRng::seed_from_u64(23);
+        // (rows, S columns, X columns, transposed, accumulate)
+        let cases = [
+            (1usize, 4usize, 8usize, false, false),
+            (13, 12, 72, true, true),
+            (37, 20, 24, false, true),
+            (256, 16, 576, true, false),
+            (40_000, 4, 8, false, true),
+        ];
+        for (rows, sc, cols, transposed, accumulate) in cases {
+            let s = normal(&mut rng, rows * sc, 0.5);
+            let x = normal(&mut rng, rows * cols, 0.5);
+            let scale = 0.75;
+            let off = 5;
+            let prior = normal(&mut rng, sc * cols, 1.0);
+            let mut out = vec![f32::NAN; off + sc * cols + 3];
+            out[off..off + sc * cols].copy_from_slice(&prior);
+            let (sb, xb, ob) = (gpu.upload("s", bytemuck::cast_slice(&s))?, gpu.upload("x", bytemuck::cast_slice(&x))?, gpu.upload("out", bytemuck::cast_slice(&out))?);
+            let mut batch = gpu.batch();
+            let view = View::at(&ob, off as u32);
+            classtune::kernels::matmul::outer_sum(&mut batch, &sb, &xb, [rows as u32, sc as u32, cols as u32], view, transposed, scale, accumulate).await?;
+            batch.submit()?;
+            let got = gpu.read_f32_prefix(&ob, out.len()).await?;
+            let what = format!("rows {rows} S {sc} X {cols} transposed {transposed} accumulate {accumulate}");
+            assert!(got[..off].iter().chain(&got[off + sc * cols..]).all(|v| v.is_nan()), "{what}: written outside out");
+            for j in 0..sc {
+                for c in 0..cols {
+                    let sum: f64 = (0..rows).map(|n| s[n * sc + j] as f64 * x[n * cols + c] as f64).sum();
+                    let at = if transposed { c * sc + j } else { j * cols + c };
+                    let want = scale as f64 * sum + if accumulate { prior[at] as f64 } else { 0.0 };
+                    let g = got[off + at] as f64;
+                    assert!((g - want).abs() <= 1e-4 * (1.0 + want.abs()) + 1e-6 * rows as f64, "{what}: out[{j}, {c}] = {g}, want {want}");
+                }
+            }
+        }
+        let (sb, xb, ob) = (gpu.buffer("s", 4 * 64)?, gpu.buffer("x", 4 * 64)?, gpu.buffer("out", 4 * 64)?);
+        let mut batch = gpu.batch();
+        let mut call = |shape: [u32; 3], out: &classtune::gpu::Buffer| {
+            pollster::block_on(classtune::kernels::matmul::outer_sum(&mut batch, &sb, &xb, shape, View::at(out, 0), false, 1.0, false))
+        };
+        for (what, result) in [
+            ("S columns off whole vec4s", call([2, 6, 8], &ob)),
+            ("X columns off 8", call([2, 4, 12], &ob)),
+            ("more rows than S and X hold", call([20, 4, 8], &ob)),
+            ("out the same buffer as X", call([2, 4, 8], &xb)),
+        ] {
+            assert!(matches!(result, Err(GpuError::Shape { .. })), "{what}: {result:?}");
+        }
+        Ok(())
+    })
 }

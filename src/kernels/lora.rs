@@ -11,6 +11,7 @@
 //! buffer and one flat gradient buffer (what AdamW steps over). Derivation in
 //! docs/training-math.md.
 
+use super::matmul;
 use super::add::ensure_len;
 use crate::gpu::{batch::grid, Batch, Buffer, Gpu, GpuError, Kernel};
 
@@ -326,6 +327,10 @@ pub async fn lora_backward_b(
 ) -> Result<(), GpuError> {
     let LoraShape { tokens, d_out, rank, scale, .. } = shape;
     shape.check("lora_backward_b")?;
+    if outer_sum_here(batch, &shape, d_out) {
+        // dB = scale · (uᵀ · dy)ᵀ: u's r columns shared, dy's rows walked.
+        return matmul::outer_sum(batch, u, dy, [tokens, rank, d_out], db, true, scale, accumulate).await;
+    }
     let dyt = Operand { name: "dy", view: dy.into(), rs: 1, cs: d_out }; // dyᵀ[m, k] = dy[k, m]
     let u_op = Operand { name: "u", view: u.into(), rs: rank, cs: 1 };
     lora_matmul(batch, "lora_backward_b", [d_out, rank, tokens], dyt, u_op, ("db", db), scale, accumulate, shape.kernel).await
@@ -343,6 +348,9 @@ pub async fn lora_backward_a(
 ) -> Result<(), GpuError> {
     let LoraShape { tokens, d_in, rank, .. } = shape;
     shape.check("lora_backward_a")?;
+    if outer_sum_here(batch, &shape, d_in) {
+        return matmul::outer_sum(batch, du, x, [tokens, rank, d_in], da, false, 1.0, accumulate).await;
+    }
     let dut = Operand { name: "du", view: du.into(), rs: 1, cs: rank }; // duᵀ[m, k] = du[k, m]
     let x_op = Operand { name: "x", view: x.into(), rs: d_in, cs: 1 };
     lora_matmul(batch, "lora_backward_a", [rank, d_in, tokens], dut, x_op, ("da", da), 1.0, accumulate, shape.kernel).await
@@ -364,6 +372,13 @@ pub async fn lora_backward_input(
     let du_op = Operand { name: "du", view: du.into(), rs: rank, cs: 1 };
     let a_op = Operand { name: "a", view: a, rs: d_in, cs: 1 };
     lora_matmul(batch, "lora_backward_input", [tokens, d_in, rank], du_op, a_op, ("dx", dx.into()), 1.0, accumulate, shape.kernel).await
+}
+
+/// Whether dA and dB (sums over the tokens, `cols` = d_in or d_out) go through
+/// [`matmul::outer_sum`]: with the register kernel (CPU devices) where it runs, 2–4×
+/// the register kernel's speed there (docs/benchmarks.md).
+fn outer_sum_here(batch: &Batch<'_>, shape: &LoraShape, cols: u32) -> bool {
+    shape.kernel == LoraKernel::Registers && shape.tokens > 0 && matmul::outer_sum_fits(batch, shape.rank, cols)
 }
 
 /// CPU reference of [`lora_forward`] in f64: returns `(u, y + scale · u · Bᵀ)`.

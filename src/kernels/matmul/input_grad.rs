@@ -12,10 +12,13 @@ use std::ops::Range;
 use std::sync::OnceLock;
 
 use super::{adapter_vec4, check_adapter, format_id, Weight, SOURCE};
-use crate::gpu::{batch::grid, Batch, Buffer, GpuError, Kernel};
+use crate::gguf::GgmlType;
+use crate::gpu::{batch::grid, Batch, Binding, Buffer, GpuError, Kernel};
 use crate::kernels::lora::{lora_backward_input, LoraShape, View};
 
 const NAME: &str = "matmul_input_grad";
+const SUBGROUP_ENTRY: &str = "matmul_input_grad_subgroup";
+const OUTER: &str = "outer_sum";
 const LORA: &str = "matmul_input_grad_lora";
 const GRAD_SOURCE: &str = include_str!("../../../shaders/matmul_grad.wgsl");
 
@@ -67,6 +70,14 @@ struct Params {
     /// and A's f32 offset.
     lora_rank: u32,
     lora_a: u32,
+    /// dx[t, k] at `dx_off + t · dx_ts + k · dx_ks`, times `dx_scale`: [tokens, cols]
+    /// for the input gradient, a slice of a gradient buffer (transposed for dB) for
+    /// [`outer_sum`].
+    dx_off: u32,
+    dx_ts: u32,
+    dx_ks: u32,
+    dx_scale: f32,
+    _pad: u32,
 }
 
 /// How the kernel reads dy; both give the same values.
@@ -112,10 +123,15 @@ impl InputGradKernel {
         }
     }
 
-    fn kernel(self, ty: crate::gguf::GgmlType, lanes: u32, entry: &'static str) -> Kernel {
+    fn kernel(self, ty: GgmlType, lanes: u32, entry: &'static str) -> Kernel {
+        self.kernel_rows(ty, lanes, entry, false)
+    }
+
+    /// With `dy_t`, the subgroup kernel reads dy rows-major ([`outer_sum`]).
+    fn kernel_rows(self, ty: GgmlType, lanes: u32, entry: &'static str, dy_t: bool) -> Kernel {
         let kernel = Kernel::new("matmul_grad", module(self), entry).with("FMT", format!("{}u", format_id(ty))).with("WG", format!("{lanes}u"));
         if self == InputGradKernel::Subgroup {
-            kernel.with_subgroups()
+            kernel.with("DY_T", dy_t).with_subgroups()
         } else {
             kernel
         }
@@ -317,8 +333,18 @@ async fn grad_impl(
         return Err(GpuError::shape(NAME, "the weight has no row chunks"));
     };
     let token_tiles = tokens.div_ceil(TILE_TOKENS);
-    let base =
-        Params { tokens, cols: k as u32, row_words: w.row_words() as u32, dy_stride, tiles: token_tiles, epilogue: accumulate as u32, ..Params::default() };
+    let base = Params {
+        tokens,
+        cols: k as u32,
+        row_words: w.row_words() as u32,
+        dy_stride,
+        tiles: token_tiles,
+        epilogue: accumulate as u32,
+        dx_ts: k as u32,
+        dx_ks: 1,
+        dx_scale: 1.0,
+        ..Params::default()
+    };
     if rows.is_empty() {
         if !accumulate {
             // Σ over no rows: every tile walks none and writes zeros.
@@ -332,7 +358,7 @@ async fn grad_impl(
     let lanes = lanes(kernel, k as u32);
     let col_groups = (k as u32 / LANE_COLS).div_ceil(lanes);
     // The subgroup module's entry point reads the lane within the subgroup.
-    let entry = if kernel == InputGradKernel::Subgroup { "matmul_input_grad_subgroup" } else { NAME };
+    let entry = if kernel == InputGradKernel::Subgroup { SUBGROUP_ENTRY } else { NAME };
     let pipeline = batch.gpu().pipeline(&kernel.kernel(w.ty(), lanes, entry)).await?;
     // The first dispatch of each token tile overwrites dx unless accumulating; each
     // kernel below gives every tile its first dispatch in its first window or piece.
@@ -390,8 +416,7 @@ async fn grad_impl(
                 let groups = grid(token_tiles * col_groups);
                 let mut bindings = vec![dy.into(), dx.into(), (&chunk.buffer).into()];
                 if kernel == InputGradKernel::Subgroup {
-                    bindings.push(du.into());
-                    bindings.push(a.into());
+                    bindings.extend::<[Binding<'_>; 3]>([du.into(), a.into(), (&chunk.buffer).into()]);
                 }
                 batch.dispatch(&pipeline, &params, &bindings, groups)?;
             }
@@ -452,6 +477,64 @@ async fn grad_impl(
     }
     batch.retain([packed]);
     Ok(())
+}
+
+/// Whether [`outer_sum`] runs on this device for `s_cols` columns of S and `cols` of X:
+/// CPU devices with 8-lane subgroups (GPUs take the LoRA kernels' shared tiles), S in
+/// whole vec4s and X in the kernel's 8-column lanes.
+pub fn outer_sum_fits(batch: &Batch<'_>, s_cols: u32, cols: u32) -> bool {
+    batch.gpu().is_software() && subgroup_lanes(batch) && s_cols > 0 && s_cols.is_multiple_of(4) && cols > 0 && cols.is_multiple_of(LANE_COLS)
+}
+
+/// `out (+)= scale · Sᵀ · X` summed over `rows` rows of S [rows, s_cols] and X [rows,
+/// cols] (f32, row-major, from the buffers' start): `out[j, c] = scale · Σ_n S[n, j] ·
+/// X[n, c]` at `out.offset + j · cols + c`, or with `transposed` at `out.offset + c ·
+/// s_cols + j`. `accumulate` adds onto out, else overwrites it.
+///
+/// The LoRA weight gradients on CPU devices: dA = duᵀ · x, and dB = scale · (uᵀ · dy)ᵀ
+/// written transposed. The subgroup input-gradient kernel computes it, X's rows walked
+/// as W's (F32) and S shared as its dy, read rows-major (DY_T): S's columns are its
+/// tokens. The LoRA register kernel loaded both operands per lane for every product;
+/// this loads X once per 16 columns of S and shares S by broadcasts. Needs
+/// [`outer_sum_fits`].
+#[allow(clippy::too_many_arguments)]
+pub async fn outer_sum(
+    batch: &mut Batch<'_>,
+    s: &Buffer,
+    x: &Buffer,
+    [rows, s_cols, cols]: [u32; 3],
+    out: View<'_>,
+    transposed: bool,
+    scale: f32,
+    accumulate: bool,
+) -> Result<(), GpuError> {
+    if !outer_sum_fits(batch, s_cols, cols) {
+        return Err(GpuError::shape(OUTER, format!("S's {s_cols} columns (whole vec4s) and X's {cols} (multiples of {LANE_COLS}) on a CPU device with 8-lane subgroups")));
+    }
+    let (n, sc, c) = (rows as u64, s_cols as u64, cols as u64);
+    crate::kernels::add::ensure_len(OUTER, "s", s, n * sc)?;
+    crate::kernels::add::ensure_len(OUTER, "x", x, n * c)?;
+    crate::kernels::add::ensure_len(OUTER, "out", out.buffer, out.offset as u64 + sc * c)?;
+    crate::kernels::ensure_distinct(OUTER, &[("out", out.buffer), ("s", s), ("x", x)])?;
+    if n * c > u32::MAX as u64 {
+        return Err(GpuError::shape(OUTER, format!("X ({rows}×{cols}) beyond u32 indexing")));
+    }
+    let pipeline = batch.gpu().pipeline(&InputGradKernel::Subgroup.kernel_rows(GgmlType::F32, 8, SUBGROUP_ENTRY, true)).await?;
+    let tiles = s_cols.div_ceil(TILE_TOKENS);
+    let (dx_ts, dx_ks) = if transposed { (1, s_cols) } else { (cols, 1) };
+    let base = Params { tokens: s_cols, cols, row_words: cols, dy_stride: s_cols, tiles, dx_off: out.offset, dx_ts, dx_ks, dx_scale: scale, ..Params::default() };
+    // Dispatches of DISPATCH_ROWS rows (llvmpipe's loop budget), the first writing
+    // unless accumulating; at least one, so no rows still writes zeros.
+    let groups = grid(tiles * (cols / LANE_COLS).div_ceil(8));
+    let mut start = 0;
+    loop {
+        let params = Params { rows: DISPATCH_ROWS.min((rows - start) as usize) as u32, row0: start, dy_col: start, epilogue: (accumulate || start > 0) as u32, ..base };
+        batch.dispatch(&pipeline, &params, &[s.into(), out.buffer.into(), x.into(), s.into(), s.into(), x.into()], groups)?;
+        start += params.rows;
+        if start >= rows {
+            return Ok(());
+        }
+    }
 }
 
 /// The fused adapter rows' buffers: the subgroup kernel reads du [tokens, r] and A [r, K]

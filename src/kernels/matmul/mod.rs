@@ -16,7 +16,7 @@ use std::ops::Range;
 use std::sync::OnceLock;
 
 pub use cpu::{embedding_cpu, matmul_cpu, matmul_input_grad_cpu};
-pub use input_grad::{matmul_input_grad, matmul_input_grad_lora, matmul_input_grad_with, InputGradKernel, LoraDx};
+pub use input_grad::{matmul_input_grad, matmul_input_grad_lora, matmul_input_grad_with, outer_sum, outer_sum_fits, InputGradKernel, LoraDx};
 pub use weight::{gpu_block_bytes, gpu_row_bytes, Weight};
 
 use super::lora::{lora_forward_up, LoraShape, View};
