@@ -12,7 +12,10 @@
 // All six are one small matmul, out[m, n] (+)= alpha · Σ_k L[m, k] · R[k, n], with
 // L and R read through (offset, row stride, column stride), so transposes and slices of
 // flat parameter/gradient buffers need no copies. Each has its own entry point so that
-// pipelines and profiles carry the name of the step.
+// pipelines and profiles carry the name of the step. On CPU devices with 8-lane
+// subgroups four of them run elsewhere where the shapes allow: the up projection in
+// the base projection's kernel (matmul_lora), dx in its input gradient, and dA and dB
+// in that kernel's outer_sum (kernels/matmul/input_grad.rs).
 //
 // Two ways to compute it, picked by the loader (kernels/lora.rs, `LoraKernel`) through
 // REGISTERS, with the workgroup size WX × WY: GPUs share 16 × 16 tiles through

@@ -9,7 +9,8 @@
 //! [`lora_backward_b`], [`lora_backward_a`] and [`lora_backward_input`] in any order.
 //! A, B, dA and dB are [`View`]s, so they can live at offsets of one flat parameter
 //! buffer and one flat gradient buffer (what AdamW steps over). Derivation in
-//! docs/training-math.md.
+//! docs/training-math.md. On CPU devices with 8-lane subgroups, dA and dB go through
+//! [`matmul::outer_sum`] where the rank and widths line up.
 
 use super::matmul;
 use super::add::ensure_len;
@@ -375,8 +376,8 @@ pub async fn lora_backward_input(
 }
 
 /// Whether dA and dB (sums over the tokens, `cols` = d_in or d_out) go through
-/// [`matmul::outer_sum`]: with the register kernel (CPU devices) where it runs, 2–4×
-/// the register kernel's speed there (docs/benchmarks.md).
+/// [`matmul::outer_sum`]: with the register kernel (CPU devices) where it runs, 1.7×
+/// the register kernel's speed there in a profiled step (docs/benchmarks.md).
 fn outer_sum_here(batch: &Batch<'_>, shape: &LoraShape, cols: u32) -> bool {
     shape.kernel == LoraKernel::Registers && shape.tokens > 0 && matmul::outer_sum_fits(batch, shape.rank, cols)
 }
