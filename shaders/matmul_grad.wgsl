@@ -316,10 +316,10 @@ fn matmul_input_grad_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
 // Values kc..kc+8 of the rows at words b, with fewer loads than dequant8's single words
 // (3 a row for Q4_1, each a loop over the lanes: sharing them took the Q4_1 input
 // gradient from 48–52 to 58–66 GFLOP/s and training +10%):
-// F32 rows (outer_sum's activations) as two vec4s; Q4_0 and Q4_1 shared, as the 8 lanes
-// of a subgroup cover two blocks of every row: each lane loads one row's quant vec4 of
-// one block and its scale word, and takes its own from the broadcasts. Other types
-// dequant8.
+// F32 rows (outer_sum's activations) as two vec4s; Q4_0, Q4_1 and Q8_0 shared, as the 8
+// lanes of a subgroup cover two blocks of every row: each lane loads one block of one
+// row (its quant vec4s and scale word), and takes its own values from the broadcasts.
+// Other types dequant8.
 fn values4(b: vec4<u32>, at: GradTile, sl: u32) -> W8x4 {
     if (FMT == 0u) {
         return W8x4(f32_row8(b.x, at.kc), f32_row8(b.y, at.kc), f32_row8(b.z, at.kc), f32_row8(b.w, at.kc));
@@ -341,7 +341,34 @@ fn values4(b: vec4<u32>, at: GradTile, sl: u32) -> W8x4 {
                     q4_values(subgroupBroadcast(q, 4u), subgroupBroadcast(q, 5u), subgroupBroadcast(sc, 4u), subgroupBroadcast(sc, 5u), sl),
                     q4_values(subgroupBroadcast(q, 6u), subgroupBroadcast(q, 7u), subgroupBroadcast(sc, 6u), subgroupBroadcast(sc, 7u), sl));
     }
+    if (FMT == 5u) {
+        // As above; a Q8_0 block is two quant vec4s, and b0's scale word holds both
+        // blocks' f16 scales.
+        let nb = p.cols / 32u;
+        let b0 = (at.k - 8u * sl) / 32u;
+        let row = b[sl / 2u];
+        let i = (row + 8u * min(b0 + sl % 2u, nb - 1u)) / 4u;
+        let q0 = wv[i];
+        let q1 = wv[i + 1u];
+        let sc = w[row + 8u * nb + b0 / 2u];
+        return W8x4(q8_values(subgroupBroadcast(q0, 0u), subgroupBroadcast(q1, 0u), subgroupBroadcast(q0, 1u), subgroupBroadcast(q1, 1u), subgroupBroadcast(sc, 0u), sl),
+                    q8_values(subgroupBroadcast(q0, 2u), subgroupBroadcast(q1, 2u), subgroupBroadcast(q0, 3u), subgroupBroadcast(q1, 3u), subgroupBroadcast(sc, 2u), sl),
+                    q8_values(subgroupBroadcast(q0, 4u), subgroupBroadcast(q1, 4u), subgroupBroadcast(q0, 5u), subgroupBroadcast(q1, 5u), subgroupBroadcast(sc, 4u), sl),
+                    q8_values(subgroupBroadcast(q0, 6u), subgroupBroadcast(q1, 6u), subgroupBroadcast(q0, 7u), subgroupBroadcast(q1, 7u), subgroupBroadcast(sc, 6u), sl));
+    }
     return W8x4(dequant8(b.x, at.kc), dequant8(b.y, at.kc), dequant8(b.z, at.kc), dequant8(b.w, at.kc));
+}
+
+// Lane sl's 8 values of a Q8_0 row from its two blocks' quant vec4s (a0, a1 and b0, b1:
+// value j of a block is byte j % 4 of word j / 4) and their scale word.
+fn q8_values(a0: vec4<u32>, a1: vec4<u32>, b0: vec4<u32>, b1: vec4<u32>, sc: u32, sl: u32) -> W8 {
+    let second = sl >= 4u;
+    let low = (sl % 4u) < 2u;
+    let v = select(select(a1, a0, low), select(b1, b0, low), second);
+    let words = select(v.xy, v.zw, sl % 2u == 1u);
+    let s = f16_pair(sc);
+    let d = select(s.x, s.y, second);
+    return W8(d * bytes4_i8(words.x), d * bytes4_i8(words.y));
 }
 
 fn f32_row8(base: u32, k: u32) -> W8 {
