@@ -38,9 +38,9 @@
 // tile i at vec4 (i · tile_rows + r) · 4, tokens 0–3, 4–7, 8–11, 12–15.
 @group(0) @binding(1) var<uniform> dyw: array<vec4<f32>, 4096>;
 
-// Values kc..kc+8 of the rows at words b.
+// Values kc..kc+8 of the rows at words b (the subgroup module shares its loads).
 fn values4(b: vec4<u32>, at: GradTile, sl: u32) -> W8x4 {
-    return W8x4(dequant8(b.x, at.kc), dequant8(b.y, at.kc), dequant8(b.z, at.kc), dequant8(b.w, at.kc));
+    return dequant4(b, at.kc);
 }
 
 // The 16 tokens of tile `tile` (of this dispatch) at rows r (of this dispatch).
@@ -193,6 +193,11 @@ struct W8x4 {
     d: W8,
 }
 
+// Values k..k+8 of the rows at words b, each through dequant8.
+fn dequant4(b: vec4<u32>, k: u32) -> W8x4 {
+    return W8x4(dequant8(b.x, k), dequant8(b.y, k), dequant8(b.z, k), dequant8(b.w, k));
+}
+
 // 4 rows from n of W at the lane's columns, rows past the end repeating the last (valid
 // loads) with zero weight.
 struct Rows4 {
@@ -241,7 +246,7 @@ fn store4_dx(base: u32, t: u32, k: u32, lo: mat4x4<f32>, hi: mat4x4<f32>) {
 @group(0) @binding(1) var<storage, read> dy: array<f32>;  // [tokens, dy_stride]
 
 fn values4(b: vec4<u32>, at: GradTile, sl: u32) -> W8x4 {
-    return W8x4(dequant8(b.x, at.kc), dequant8(b.y, at.kc), dequant8(b.z, at.kc), dequant8(b.w, at.kc));
+    return dequant4(b, at.kc);
 }
 
 // dy[t, dy_col + r], tokens past the end clamped to the last one.
@@ -324,30 +329,20 @@ fn values4(b: vec4<u32>, at: GradTile, sl: u32) -> W8x4 {
     if (FMT == 0u) {
         return W8x4(f32_row8(b.x, at.kc), f32_row8(b.y, at.kc), f32_row8(b.z, at.kc), f32_row8(b.w, at.kc));
     }
-    if (FMT == 3u || FMT == 4u) {
-        // Lane sl: columns k0 + 8·sl of a subgroup's 64 from k0 (a multiple of 64, so
-        // blocks b0 and b0 + 1); it loads block b0 + sl % 2 of row sl / 2 (clamped to the
-        // last block: lanes past the end are not stored).
-        let nb = p.cols / 32u;
-        let b0 = (at.k - 8u * sl) / 32u;
-        let bl = min(b0 + sl % 2u, nb - 1u);
-        let row = b[sl / 2u];
-        let q = wv[(row + 4u * bl) / 4u];
-        // Scale words: Q4_1 one (d, m) per block, Q4_0 one f16 per block (b0's word
-        // holds both blocks' scales: b0 is even).
-        let sc = w[row + 4u * nb + select(bl, bl / 2u, FMT == 3u)];
-        return W8x4(q4_values(subgroupBroadcast(q, 0u), subgroupBroadcast(q, 1u), subgroupBroadcast(sc, 0u), subgroupBroadcast(sc, 1u), sl),
-                    q4_values(subgroupBroadcast(q, 2u), subgroupBroadcast(q, 3u), subgroupBroadcast(sc, 2u), subgroupBroadcast(sc, 3u), sl),
-                    q4_values(subgroupBroadcast(q, 4u), subgroupBroadcast(q, 5u), subgroupBroadcast(sc, 4u), subgroupBroadcast(sc, 5u), sl),
-                    q4_values(subgroupBroadcast(q, 6u), subgroupBroadcast(q, 7u), subgroupBroadcast(sc, 6u), subgroupBroadcast(sc, 7u), sl));
+    if (FMT < 3u || FMT > 5u) {
+        return dequant4(b, at.kc);
     }
+    // Lane sl: columns k0 + 8·sl of a subgroup's 64 from k0 (a multiple of 64, so blocks
+    // b0 and b0 + 1); it loads block b0 + sl % 2 of row sl / 2 (clamped to the last
+    // block: lanes past the end are not stored).
+    let nb = p.cols / 32u;
+    let b0 = (at.k - 8u * sl) / 32u;
+    let bl = min(b0 + sl % 2u, nb - 1u);
+    let row = b[sl / 2u];
     if (FMT == 5u) {
-        // As above; a Q8_0 block is two quant vec4s, and b0's scale word holds both
-        // blocks' f16 scales.
-        let nb = p.cols / 32u;
-        let b0 = (at.k - 8u * sl) / 32u;
-        let row = b[sl / 2u];
-        let i = (row + 8u * min(b0 + sl % 2u, nb - 1u)) / 4u;
+        // A Q8_0 block is two quant vec4s, and b0's scale word holds both blocks' f16
+        // scales (b0 is even).
+        let i = (row + 8u * bl) / 4u;
         let q0 = wv[i];
         let q1 = wv[i + 1u];
         let sc = w[row + 8u * nb + b0 / 2u];
@@ -356,7 +351,14 @@ fn values4(b: vec4<u32>, at: GradTile, sl: u32) -> W8x4 {
                     q8_values(subgroupBroadcast(q0, 4u), subgroupBroadcast(q1, 4u), subgroupBroadcast(q0, 5u), subgroupBroadcast(q1, 5u), subgroupBroadcast(sc, 4u), sl),
                     q8_values(subgroupBroadcast(q0, 6u), subgroupBroadcast(q1, 6u), subgroupBroadcast(q0, 7u), subgroupBroadcast(q1, 7u), subgroupBroadcast(sc, 6u), sl));
     }
-    return W8x4(dequant8(b.x, at.kc), dequant8(b.y, at.kc), dequant8(b.z, at.kc), dequant8(b.w, at.kc));
+    let q = wv[(row + 4u * bl) / 4u];
+    // Scale words: Q4_1 one (d, m) per block, Q4_0 one f16 per block (b0's word holds
+    // both blocks' scales: b0 is even).
+    let sc = w[row + 4u * nb + select(bl, bl / 2u, FMT == 3u)];
+    return W8x4(q4_values(subgroupBroadcast(q, 0u), subgroupBroadcast(q, 1u), subgroupBroadcast(sc, 0u), subgroupBroadcast(sc, 1u), sl),
+                q4_values(subgroupBroadcast(q, 2u), subgroupBroadcast(q, 3u), subgroupBroadcast(sc, 2u), subgroupBroadcast(sc, 3u), sl),
+                q4_values(subgroupBroadcast(q, 4u), subgroupBroadcast(q, 5u), subgroupBroadcast(sc, 4u), subgroupBroadcast(sc, 5u), sl),
+                q4_values(subgroupBroadcast(q, 6u), subgroupBroadcast(q, 7u), subgroupBroadcast(sc, 6u), subgroupBroadcast(sc, 7u), sl));
 }
 
 // Lane sl's 8 values of a Q8_0 row from its two blocks' quant vec4s (a0, a1 and b0, b1:

@@ -167,25 +167,23 @@ fn matmul_every_type_kernel_and_shape() -> Result<(), GpuError> {
                     // with a bias, and adding onto a random y0 without one (each pair is
                     // a pipeline of its own: EPILOGUE and BIAS are constants).
                     let with_bias = (i + tokens) % 2 == 0;
-                    {
-                        let accumulate = !with_bias;
-                        let b = with_bias.then_some(&bias);
-                        let mut want = matmul_cpu(&x, &wv, with_bias.then_some(&bias_v[..]), tokens, n, k);
-                        let y0 = normal(&mut rng, tokens * n, 1.0);
-                        let y = gpu.upload("y", bytemuck::cast_slice(&y0))?;
-                        let mut scale = scale.clone();
-                        if accumulate {
-                            want.iter_mut().zip(&y0).for_each(|(w, y)| *w += y);
-                            scale.iter_mut().zip(&y0).for_each(|(s, y)| *s += y.abs());
-                        }
-                        let mut batch = gpu.batch();
-                        let (rows, stride, t) = (0..n, n as u32, tokens as u32);
-                        pollster::block_on(matmul_with(&mut batch, kernel, &xb, &w, b, rows, &y, stride, t, accumulate))?;
-                        batch.submit()?;
-                        let got = pollster::block_on(gpu.read_f32_prefix(&y, tokens * n))?;
-                        let what = format!("{ty} {kernel:?} n={n} k={k} tokens={tokens} bias={with_bias} accumulate={accumulate}");
-                        check(&what, &got, &want, &scale);
+                    let accumulate = !with_bias;
+                    let b = with_bias.then_some(&bias);
+                    let mut want = matmul_cpu(&x, &wv, with_bias.then_some(&bias_v[..]), tokens, n, k);
+                    let y0 = normal(&mut rng, tokens * n, 1.0);
+                    let y = gpu.upload("y", bytemuck::cast_slice(&y0))?;
+                    let mut scale = scale.clone();
+                    if accumulate {
+                        want.iter_mut().zip(&y0).for_each(|(w, y)| *w += y);
+                        scale.iter_mut().zip(&y0).for_each(|(s, y)| *s += y.abs());
                     }
+                    let mut batch = gpu.batch();
+                    let (rows, stride, t) = (0..n, n as u32, tokens as u32);
+                    pollster::block_on(matmul_with(&mut batch, kernel, &xb, &w, b, rows, &y, stride, t, accumulate))?;
+                    batch.submit()?;
+                    let got = pollster::block_on(gpu.read_f32_prefix(&y, tokens * n))?;
+                    let what = format!("{ty} {kernel:?} n={n} k={k} tokens={tokens} bias={with_bias} accumulate={accumulate}");
+                    check(&what, &got, &want, &scale);
                 }
             }
         }

@@ -519,13 +519,14 @@ pub async fn outer_sum(
     if n * c > u32::MAX as u64 {
         return Err(GpuError::shape(OUTER, format!("X ({rows}×{cols}) beyond u32 indexing")));
     }
-    let pipeline = batch.gpu().pipeline(&InputGradKernel::Subgroup.kernel_rows(GgmlType::F32, 8, SUBGROUP_ENTRY, true)).await?;
+    let lanes = lanes(InputGradKernel::Subgroup, cols);
+    let pipeline = batch.gpu().pipeline(&InputGradKernel::Subgroup.kernel_rows(GgmlType::F32, lanes, SUBGROUP_ENTRY, true)).await?;
     let tiles = s_cols.div_ceil(TILE_TOKENS);
     let (dx_ts, dx_ks) = if transposed { (1, s_cols) } else { (cols, 1) };
     let base = Params { tokens: s_cols, cols, row_words: cols, dy_stride: s_cols, tiles, dx_off: out.offset, dx_ts, dx_ks, dx_scale: scale, ..Params::default() };
     // Dispatches of DISPATCH_ROWS rows (llvmpipe's loop budget), the first writing
     // unless accumulating; at least one, so no rows still writes zeros.
-    let groups = grid(tiles * (cols / LANE_COLS).div_ceil(8));
+    let groups = grid(tiles * (cols / LANE_COLS).div_ceil(lanes));
     let mut start = 0;
     loop {
         let params = Params { rows: DISPATCH_ROWS.min((rows - start) as usize) as u32, row0: start, dy_col: start, epilogue: (accumulate || start > 0) as u32, ..base };
