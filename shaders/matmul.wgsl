@@ -7,10 +7,10 @@
 // then all scales; Q4_K blocks as GGML's, Q6_K padded by two bytes at its end.
 //
 // Constants set by the loader: FMT (0 F32, 1 F16, 2 BF16, 3 Q4_0, 4 Q4_1, 5 Q8_0,
-// 6 Q4_K, 7 Q6_K), WG (lanes per workgroup), TT (tokens per tile, 16; the
-// matrix-vector kernel is shaders/matvec.wgsl), and for the subgroup kernel SG (lanes
-// whose loads one broadcast spans; divides the subgroup size) and BLOCKS (1: the block
-// tile below, for CPU devices); EPILOGUE (0: y = result, 1: y += result, 2: y =
+// 6 Q4_K, 7 Q6_K), WG (lanes per workgroup), TT (tokens per tile: 16, or 64 for the
+// block tile; the matrix-vector kernel is shaders/matvec.wgsl), and for the subgroup
+// kernel SG (lanes whose loads one broadcast spans; divides the subgroup size) and
+// BLOCKS (1: the block tile below, for CPU devices); EPILOGUE (0: y = result, 1: y += result, 2: y =
 // silu(gate) · result) and BIAS (a bias is added), constants rather than parameters
 // because llvmpipe runs both sides of a branch, masked: every store paid for the loads
 // of the epilogues it skipped.
@@ -133,12 +133,33 @@ fn block_values(base: u32, blk: u32, q: Quants, s: vec2<f32>, sub: u32) -> W8 {
     return W8(s.x * lo + s.y, s.x * hi + s.y);
 }
 
-// matmul_tile's 4 rows × 16 tokens, a block of 32 values a step.
+// x's products with w for tokens t0..t0+16 added to acc (one Tile of a block tile).
+fn add_x(acc: ptr<function, Tile>, w: W32, t0: u32, k: u32, sl: u32) {
+    (*acc).q0 += products(w, fetch_x4(t0, 0u, k, sl));
+    (*acc).q1 += products(w, fetch_x4(t0, 1u, k, sl));
+    (*acc).q2 += products(w, fetch_x4(t0, 2u, k, sl));
+    (*acc).q3 += products(w, fetch_x4(t0, 3u, k, sl));
+}
+
+// The same for the adapter term: B's columns c..c+8 against scale · u.
+fn add_u(acc: ptr<function, Tile>, w: W32, t0: u32, c: u32, sl: u32) {
+    (*acc).q0 += products(w, fetch_u4(t0, 0u, c, sl));
+    (*acc).q1 += products(w, fetch_u4(t0, 1u, c, sl));
+    (*acc).q2 += products(w, fetch_u4(t0, 2u, c, sl));
+    (*acc).q3 += products(w, fetch_u4(t0, 3u, c, sl));
+}
+
+// matmul_tile's 4 rows for TT = 16 or 64 tokens, a block of 32 values a step. With 64
+// tokens each dequantized block serves four times the products; the 256 accumulators
+// spill, but each update adds 8 of them (1.1–1.15× the 16-token tile on llvmpipe).
 fn matmul_tile_blocks(g: u32, lid: u32, sl: u32) {
-    let t0 = (g % p.token_tiles) * 16u;
+    let t0 = (g % p.token_tiles) * TT;
     let r = (g / p.token_tiles) * 4u * WG + lid + vec4<u32>(0u, 1u, 2u, 3u) * WG;
     let b = (min(r, vec4<u32>(p.rows - 1u)) + p.row0) * p.row_words;
     var acc: Tile;
+    var acc1: Tile;
+    var acc2: Tile;
+    var acc3: Tile;
     // F32 rows may end inside a block (K a multiple of 8): the last one stops early.
     for (var blk = 0u; blk < (p.cols + 31u) / 32u; blk++) {
         let q0 = block_quants(b.x, blk);
@@ -156,20 +177,29 @@ fn matmul_tile_blocks(g: u32, lid: u32, sl: u32) {
             }
             let w = W32(block_values(b.x, blk, q0, s0, sub), block_values(b.y, blk, q1, s1, sub),
                         block_values(b.z, blk, q2, s2, sub), block_values(b.w, blk, q3, s3, sub));
-            acc.q0 += products(w, fetch_x4(t0, 0u, k, sl));
-            acc.q1 += products(w, fetch_x4(t0, 1u, k, sl));
-            acc.q2 += products(w, fetch_x4(t0, 2u, k, sl));
-            acc.q3 += products(w, fetch_x4(t0, 3u, k, sl));
+            add_x(&acc, w, t0, k, sl);
+            if (TT == 64u) {
+                add_x(&acc1, w, t0 + 16u, k, sl);
+                add_x(&acc2, w, t0 + 32u, k, sl);
+                add_x(&acc3, w, t0 + 48u, k, sl);
+            }
         }
     }
     for (var c = 0u; c < p.lora_rank; c += 8u) {
         let w = W32(lora_b8(r.x, c), lora_b8(r.y, c), lora_b8(r.z, c), lora_b8(r.w, c));
-        acc.q0 += products(w, fetch_u4(t0, 0u, c, sl));
-        acc.q1 += products(w, fetch_u4(t0, 1u, c, sl));
-        acc.q2 += products(w, fetch_u4(t0, 2u, c, sl));
-        acc.q3 += products(w, fetch_u4(t0, 3u, c, sl));
+        add_u(&acc, w, t0, c, sl);
+        if (TT == 64u) {
+            add_u(&acc1, w, t0 + 16u, c, sl);
+            add_u(&acc2, w, t0 + 32u, c, sl);
+            add_u(&acc3, w, t0 + 48u, c, sl);
+        }
     }
     store_tile(r, t0, acc);
+    if (TT == 64u) {
+        store_tile(r, t0 + 16u, acc1);
+        store_tile(r, t0 + 32u, acc2);
+        store_tile(r, t0 + 48u, acc3);
+    }
 }
 
 // ---- shared: both modules ----

@@ -87,7 +87,7 @@ fn matmul_lora_adds_the_adapter_term() -> Result<(), GpuError> {
         let (bytes, wv) = random_weight(&mut rng, ty, n, k);
         let w = Weight::upload(&gpu, "w", ty, n, k, &bytes)?;
         let abs_w: Vec<f32> = wv.iter().map(|v| v.abs()).collect();
-        for (i, (tokens, rank, b_off)) in [(40usize, 16usize, 4usize), (17, 12, 0), (5, 4, 8), (3, 16, 4), (9, 6, 4), (9, 8, 2)].into_iter().enumerate() {
+        for (i, (tokens, rank, b_off)) in [(40usize, 16usize, 4usize), (121, 12, 0), (5, 4, 8), (3, 16, 4), (9, 6, 4), (9, 8, 2)].into_iter().enumerate() {
             let x = normal(&mut rng, tokens * k, 1.0);
             let u = normal(&mut rng, tokens * rank, 1.0);
             let b = normal(&mut rng, n * rank, 0.5);
@@ -152,14 +152,15 @@ fn matmul_every_type_kernel_and_shape() -> Result<(), GpuError> {
             let abs_w: Vec<f32> = wv.iter().map(|v| v.abs()).collect();
             let bias_v = normal(&mut rng, n, 1.0);
             let bias = gpu.upload("bias", bytemuck::cast_slice(&bias_v))?;
-            for tokens in [1usize, 2, 4, 7, 33, 130] {
+            // 121 tokens: the block tile's 64-token tiles, the second one part empty.
+            for tokens in [1usize, 2, 4, 7, 33, 121] {
                 let x = normal(&mut rng, tokens * k, 1.0);
                 let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
                 let scale = matmul_cpu(&abs_x, &abs_w, None, tokens, n, k);
                 let xb = gpu.upload("x", bytemuck::cast_slice(&x))?;
                 for (i, kernel) in kernels(&gpu).into_iter().enumerate() {
                     // The lane-per-row kernel is for decoding; 33 tokens already cover
-                    // its storage-x path, 130 would only cost test time.
+                    // its storage-x path, 121 would only cost test time.
                     if kernel == MatmulKernel::LaneVector && tokens > 33 {
                         continue;
                     }

@@ -142,7 +142,8 @@ impl MatmulKernel {
     }
 
     /// (lanes per workgroup, tokens per tile, rows per lane); the tiled kernels are
-    /// written out for 16 tokens × 4 rows. On CPU devices (`software`) a tiled
+    /// written out for 16 tokens × 4 rows (the block tile also for 64 tokens:
+    /// [`MatmulKernel::tile_tokens`]). On CPU devices (`software`) a tiled
     /// workgroup takes 64 rows instead of 256, which divides the model's 192, 576 and
     /// 1536 rows: with 256 a quarter of the rows computed for q, k, v, o and down
     /// were past the end and thrown away (measured: down 17.9–19.9 → 13.2–13.3 ms at
@@ -152,6 +153,19 @@ impl MatmulKernel {
             MatmulKernel::Tiled | MatmulKernel::SubgroupTiled => (if software { 16 } else { 64 }, 16, 4),
             MatmulKernel::Vector => (MATVEC_WG, 1, MATVEC_ROWS),
             MatmulKernel::LaneVector => (MATVEC_LANE_WG, 1, MATVEC_ROWS),
+        }
+    }
+
+    /// Tokens per tile for `tokens` rows of activations: the block tile (CPU devices)
+    /// takes 64 where that computes at most an eighth more tokens than 16-token tiles
+    /// would (1.1–1.15× the rate at 256 tokens on llvmpipe, docs/benchmarks.md).
+    fn tile_tokens(self, ty: GgmlType, subgroup_min: u32, software: bool, tokens: u32) -> u32 {
+        let (_, tt, _) = self.tile(software);
+        let blocks = self == MatmulKernel::SubgroupTiled && block_tile(ty, subgroup_min, software);
+        if blocks && 8 * 64 * tokens.div_ceil(64) <= 9 * 16 * tokens.div_ceil(16) {
+            64
+        } else {
+            tt
         }
     }
 
@@ -177,16 +191,17 @@ impl MatmulKernel {
         subgroup_min: u32,
         x_vec4: Option<u32>,
         software: bool,
+        tt: u32,
         epilogue: Epilogue,
         bias: bool,
     ) -> Kernel {
-        let kernel = self.kernel_shape(ty, subgroups, subgroup_min, x_vec4, software);
+        let kernel = self.kernel_shape(ty, subgroups, subgroup_min, x_vec4, software, tt);
         kernel.with("EPILOGUE", format!("{}u", epilogue as u32)).with("BIAS", bias)
     }
 
     /// The kernel's module, entry point and tile constants, without the epilogue's.
-    fn kernel_shape(self, ty: GgmlType, subgroups: bool, subgroup_min: u32, x_vec4: Option<u32>, software: bool) -> Kernel {
-        let (wg, tt, _) = self.tile(software);
+    fn kernel_shape(self, ty: GgmlType, subgroups: bool, subgroup_min: u32, x_vec4: Option<u32>, software: bool, tt: u32) -> Kernel {
+        let (wg, _, _) = self.tile(software);
         if matches!(self, MatmulKernel::Vector | MatmulKernel::LaneVector) {
             let subgroups = subgroups && self == MatmulKernel::Vector;
             let entry = if self == MatmulKernel::Vector { "matvec_forward" } else { "matvec_lanes_forward" };
@@ -454,9 +469,9 @@ async fn matmul_impl(
     let vector = matches!(kernel, MatmulKernel::Vector | MatmulKernel::LaneVector);
     let x_vec4 = (vector && x_bytes <= uniform_bytes(batch)).then_some((t * k / 4) as u32);
     let software = batch.gpu().is_software();
-    let shader = kernel.kernel(w.ty(), subgroups, subgroup_min, x_vec4, software, epilogue, bias.is_some());
+    let tt = kernel.tile_tokens(w.ty(), subgroup_min, software, tokens);
+    let shader = kernel.kernel(w.ty(), subgroups, subgroup_min, x_vec4, software, tt, epilogue, bias.is_some());
     let pipeline = batch.gpu().pipeline(&shader).await?;
-    let (_, tt, _) = kernel.tile(software);
     let per_group = kernel.rows_per_group(subgroups, subgroup_min, software);
     let token_tiles = tokens.div_ceil(tt);
     for chunk in &w.chunks {
@@ -548,7 +563,7 @@ pub async fn embedding(batch: &mut Batch<'_>, w: &Weight, ids: &Buffer, out: &Bu
         ));
     }
     // The module also holds matmul_forward, so it needs its constants; the portable one.
-    let kernel = MatmulKernel::Tiled.kernel(w.ty(), false, 0, None, false, Epilogue::Write, false);
+    let kernel = MatmulKernel::Tiled.kernel(w.ty(), false, 0, None, false, 16, Epilogue::Write, false);
     let kernel = Kernel { entry: "embedding_forward", ..kernel };
     let pipeline = batch.gpu().pipeline(&kernel).await?;
     let threads = tokens * (k / 8) as u32;
