@@ -307,7 +307,8 @@ fn matmul_input_grad_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
 // For CPU devices with 8-lane subgroups: llvmpipe runs a storage load as a loop over the
 // lanes (about 12 instructions a value for a vec4), so each lane loads the 4 rows of one
 // token as a vec4 and the subgroup shares them: 2 loads a lane for 16 tokens × 4 rows.
-// The host keeps dy_stride, dy_col and the rows' start multiples of 4.
+// The host keeps dy_stride, dy_col and the rows' start multiples of 4. TG (a constant):
+// token tiles per lane, 1 or 2.
 //
 // DY_T (a constant): dy is given rows-major instead, [rows, dy_stride] with the tokens
 // along a row. outer_sum (kernels/matmul/input_grad.rs) computes the LoRA weight
@@ -402,7 +403,30 @@ fn matmul_input_grad_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(nu
     if (idle(at)) {
         return;
     }
-    store_grad(at, adapter_rows(input_grad(at, sid % 8u), at, sid % 8u));
+    let sl = sid % 8u;
+    if (TG == 1u) {
+        store_grad(at, adapter_rows(input_grad(at, sl), at, sl));
+        return;
+    }
+    // TG = 2: token tiles 2i and 2i + 1 (p.tiles counts the pairs), so each row step's
+    // shared weight loads serve 32 tokens: 1.1–1.2× one tile on llvmpipe (four tiles
+    // were slower: 512 accumulators spill too far).
+    let a = tile_of(at, 2u * at.tile);
+    let b = tile_of(at, 2u * at.tile + 1u);
+    var sa: DxTile;
+    var sb: DxTile;
+    for (var n = at.n0; n < at.n1; n += 8u) {
+        let ra = rows4(at, n, sl);
+        let rb = rows4(at, n + 4u, sl);
+        sa = grad_step2(sa, ra, fetch_dy(a.tile, ra.r, at.n1, sl), rb, fetch_dy(a.tile, rb.r, at.n1, sl));
+        sb = grad_step2(sb, ra, fetch_dy(b.tile, ra.r, at.n1, sl), rb, fetch_dy(b.tile, rb.r, at.n1, sl));
+    }
+    store_grad(a, adapter_rows(sa, a, sl));
+    store_grad(b, adapter_rows(sb, b, sl));
+}
+
+fn tile_of(at: GradTile, tile: u32) -> GradTile {
+    return GradTile(at.segment, tile, at.k, at.kc, at.n0, at.n1);
 }
 
 // The LoRA term dx += du · A of a projection (kernels/lora.rs) joins the sums as r more

@@ -348,6 +348,7 @@ fn outer_sum_matches_cpu() -> Result<(), GpuError> {
             (13, 12, 72, true, true),
             (37, 20, 24, false, true),
             (256, 16, 576, true, false),
+            (50, 60, 40, true, false),
             (40_000, 4, 8, false, true),
         ];
         for (rows, sc, cols, transposed, accumulate) in cases {
