@@ -7,7 +7,7 @@
 // then all scales; Q4_K blocks as GGML's, Q6_K padded by two bytes at its end.
 //
 // Constants set by the loader: FMT (0 F32, 1 F16, 2 BF16, 3 Q4_0, 4 Q4_1, 5 Q8_0,
-// 6 Q4_K, 7 Q6_K), WG (lanes per workgroup), TT (tokens per tile: 16, or 64 for the
+// 6 Q4_K, 7 Q6_K), WG (lanes per workgroup), TT (tokens per tile: 16, or 32 for the
 // block tile; the matrix-vector kernel is shaders/matvec.wgsl), and for the subgroup
 // kernel SG (lanes whose loads one broadcast spans; divides the subgroup size) and
 // BLOCKS (1: the block tile below, for CPU devices); EPILOGUE (0: y = result, 1: y += result, 2: y =
@@ -133,72 +133,105 @@ fn block_values(base: u32, blk: u32, q: Quants, s: vec2<f32>, sub: u32) -> W8 {
     return W8(s.x * lo + s.y, s.x * hi + s.y);
 }
 
-// x's products with w for tokens t0..t0+16 added to acc (one Tile of a block tile).
-fn add_x(acc: ptr<function, Tile>, w: W32, t0: u32, k: u32, sl: u32) {
-    (*acc).q0 += products(w, fetch_x4(t0, 0u, k, sl));
-    (*acc).q1 += products(w, fetch_x4(t0, 1u, k, sl));
-    (*acc).q2 += products(w, fetch_x4(t0, 2u, k, sl));
-    (*acc).q3 += products(w, fetch_x4(t0, 3u, k, sl));
+// Both row groups' products with x for tokens t0..t0+16, each x fetch serving 8 rows.
+fn add_x(acc_a: ptr<function, Tile>, acc_b: ptr<function, Tile>, wa: W32, wb: W32, t0: u32, k: u32, sl: u32) {
+    let x0 = fetch_x4(t0, 0u, k, sl);
+    (*acc_a).q0 += products(wa, x0);
+    (*acc_b).q0 += products(wb, x0);
+    let x1 = fetch_x4(t0, 1u, k, sl);
+    (*acc_a).q1 += products(wa, x1);
+    (*acc_b).q1 += products(wb, x1);
+    let x2 = fetch_x4(t0, 2u, k, sl);
+    (*acc_a).q2 += products(wa, x2);
+    (*acc_b).q2 += products(wb, x2);
+    let x3 = fetch_x4(t0, 3u, k, sl);
+    (*acc_a).q3 += products(wa, x3);
+    (*acc_b).q3 += products(wb, x3);
 }
 
 // The same for the adapter term: B's columns c..c+8 against scale · u.
-fn add_u(acc: ptr<function, Tile>, w: W32, t0: u32, c: u32, sl: u32) {
-    (*acc).q0 += products(w, fetch_u4(t0, 0u, c, sl));
-    (*acc).q1 += products(w, fetch_u4(t0, 1u, c, sl));
-    (*acc).q2 += products(w, fetch_u4(t0, 2u, c, sl));
-    (*acc).q3 += products(w, fetch_u4(t0, 3u, c, sl));
+fn add_u(acc_a: ptr<function, Tile>, acc_b: ptr<function, Tile>, wa: W32, wb: W32, t0: u32, c: u32, sl: u32) {
+    let u0 = fetch_u4(t0, 0u, c, sl);
+    (*acc_a).q0 += products(wa, u0);
+    (*acc_b).q0 += products(wb, u0);
+    let u1 = fetch_u4(t0, 1u, c, sl);
+    (*acc_a).q1 += products(wa, u1);
+    (*acc_b).q1 += products(wb, u1);
+    let u2 = fetch_u4(t0, 2u, c, sl);
+    (*acc_a).q2 += products(wa, u2);
+    (*acc_b).q2 += products(wb, u2);
+    let u3 = fetch_u4(t0, 3u, c, sl);
+    (*acc_a).q3 += products(wa, u3);
+    (*acc_b).q3 += products(wb, u3);
 }
 
-// matmul_tile's 4 rows for TT = 16 or 64 tokens, a block of 32 values a step. With 64
-// tokens each dequantized block serves four times the products; the 256 accumulators
-// spill, but each update adds 8 of them (1.1–1.15× the 16-token tile on llvmpipe).
+// Block blk of 4 rows (at words b): quant words and scales, loaded once for its 4 steps.
+struct Blocks4 {
+    q0: Quants,
+    q1: Quants,
+    q2: Quants,
+    q3: Quants,
+    s0: vec2<f32>,
+    s1: vec2<f32>,
+    s2: vec2<f32>,
+    s3: vec2<f32>,
+}
+
+fn blocks4(b: vec4<u32>, blk: u32) -> Blocks4 {
+    return Blocks4(block_quants(b.x, blk), block_quants(b.y, blk), block_quants(b.z, blk), block_quants(b.w, blk),
+                   block_scale(b.x, blk), block_scale(b.y, blk), block_scale(b.z, blk), block_scale(b.w, blk));
+}
+
+fn values32(b: vec4<u32>, blk: u32, q: Blocks4, sub: u32) -> W32 {
+    return W32(block_values(b.x, blk, q.q0, q.s0, sub), block_values(b.y, blk, q.q1, q.s1, sub),
+               block_values(b.z, blk, q.q2, q.s2, sub), block_values(b.w, blk, q.q3, q.s3, sub));
+}
+
+// Each lane owns 8 rows (lane + i·WG, two groups of 4) × TT = 16 or 32 tokens, a block
+// of 32 values a step. Every x fetch (a vec4 a lane, shared) serves 8 rows and every
+// dequantized block 32 tokens: 1.15–1.2× the 4-row × 64-token tile on llvmpipe, with
+// the same 256 accumulators (they spill; each update adds 8 products). 8 × 64 spilled
+// too far (0.7×).
 fn matmul_tile_blocks(g: u32, lid: u32, sl: u32) {
     let t0 = (g % p.token_tiles) * TT;
-    let r = (g / p.token_tiles) * 4u * WG + lid + vec4<u32>(0u, 1u, 2u, 3u) * WG;
-    let b = (min(r, vec4<u32>(p.rows - 1u)) + p.row0) * p.row_words;
-    var acc: Tile;
-    var acc1: Tile;
-    var acc2: Tile;
-    var acc3: Tile;
+    let ra = (g / p.token_tiles) * 8u * WG + lid + vec4<u32>(0u, 1u, 2u, 3u) * WG;
+    let rb = ra + 4u * WG;
+    let ba = (min(ra, vec4<u32>(p.rows - 1u)) + p.row0) * p.row_words;
+    let bb = (min(rb, vec4<u32>(p.rows - 1u)) + p.row0) * p.row_words;
+    var a0: Tile;
+    var b0: Tile;
+    var a1: Tile;
+    var b1: Tile;
     // F32 rows may end inside a block (K a multiple of 8): the last one stops early.
     for (var blk = 0u; blk < (p.cols + 31u) / 32u; blk++) {
-        let q0 = block_quants(b.x, blk);
-        let q1 = block_quants(b.y, blk);
-        let q2 = block_quants(b.z, blk);
-        let q3 = block_quants(b.w, blk);
-        let s0 = block_scale(b.x, blk);
-        let s1 = block_scale(b.y, blk);
-        let s2 = block_scale(b.z, blk);
-        let s3 = block_scale(b.w, blk);
+        let qa = blocks4(ba, blk);
+        let qb = blocks4(bb, blk);
         for (var sub = 0u; sub < 4u; sub++) {
             let k = blk * 32u + sub * 8u;
             if (k >= p.cols) {
                 break;
             }
-            let w = W32(block_values(b.x, blk, q0, s0, sub), block_values(b.y, blk, q1, s1, sub),
-                        block_values(b.z, blk, q2, s2, sub), block_values(b.w, blk, q3, s3, sub));
-            add_x(&acc, w, t0, k, sl);
-            if (TT == 64u) {
-                add_x(&acc1, w, t0 + 16u, k, sl);
-                add_x(&acc2, w, t0 + 32u, k, sl);
-                add_x(&acc3, w, t0 + 48u, k, sl);
+            let wa = values32(ba, blk, qa, sub);
+            let wb = values32(bb, blk, qb, sub);
+            add_x(&a0, &b0, wa, wb, t0, k, sl);
+            if (TT == 32u) {
+                add_x(&a1, &b1, wa, wb, t0 + 16u, k, sl);
             }
         }
     }
     for (var c = 0u; c < p.lora_rank; c += 8u) {
-        let w = W32(lora_b8(r.x, c), lora_b8(r.y, c), lora_b8(r.z, c), lora_b8(r.w, c));
-        add_u(&acc, w, t0, c, sl);
-        if (TT == 64u) {
-            add_u(&acc1, w, t0 + 16u, c, sl);
-            add_u(&acc2, w, t0 + 32u, c, sl);
-            add_u(&acc3, w, t0 + 48u, c, sl);
+        let wa = W32(lora_b8(ra.x, c), lora_b8(ra.y, c), lora_b8(ra.z, c), lora_b8(ra.w, c));
+        let wb = W32(lora_b8(rb.x, c), lora_b8(rb.y, c), lora_b8(rb.z, c), lora_b8(rb.w, c));
+        add_u(&a0, &b0, wa, wb, t0, c, sl);
+        if (TT == 32u) {
+            add_u(&a1, &b1, wa, wb, t0 + 16u, c, sl);
         }
     }
-    store_tile(r, t0, acc);
-    if (TT == 64u) {
-        store_tile(r, t0 + 16u, acc1);
-        store_tile(r, t0 + 32u, acc2);
-        store_tile(r, t0 + 48u, acc3);
+    store_tile(ra, t0, a0);
+    store_tile(rb, t0, b0);
+    if (TT == 32u) {
+        store_tile(ra, t0 + 16u, a1);
+        store_tile(rb, t0 + 16u, b1);
     }
 }
 

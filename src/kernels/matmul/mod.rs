@@ -142,36 +142,42 @@ impl MatmulKernel {
     }
 
     /// (lanes per workgroup, tokens per tile, rows per lane); the tiled kernels are
-    /// written out for 16 tokens × 4 rows (the block tile also for 64 tokens:
-    /// [`MatmulKernel::tile_tokens`]). On CPU devices (`software`) a tiled
-    /// workgroup takes 64 rows instead of 256, which divides the model's 192, 576 and
-    /// 1536 rows: with 256 a quarter of the rows computed for q, k, v, o and down
-    /// were past the end and thrown away (measured: down 17.9–19.9 → 13.2–13.3 ms at
-    /// 256 tokens, llvmpipe). GPUs keep the 64-lane workgroups measured on the H100.
-    fn tile(self, software: bool) -> (u32, u32, u32) {
+    /// written out for 16 tokens × 4 rows, the block tile (`blocks`: CPU devices, see
+    /// [`block_tile`]) for 8 rows × 16 or 32 tokens ([`MatmulKernel::tile_tokens`]). On
+    /// CPU devices (`software`) a tiled workgroup takes 64 rows instead of 256, which
+    /// divides the model's 192, 576 and 1536 rows: with 256 a quarter of the rows
+    /// computed for q, k, v, o and down were past the end and thrown away (measured:
+    /// down 17.9–19.9 → 13.2–13.3 ms at 256 tokens, llvmpipe). GPUs keep the 64-lane
+    /// workgroups measured on the H100.
+    fn tile(self, blocks: bool, software: bool) -> (u32, u32, u32) {
         match self {
+            MatmulKernel::SubgroupTiled if blocks => (8, 16, 8),
             MatmulKernel::Tiled | MatmulKernel::SubgroupTiled => (if software { 16 } else { 64 }, 16, 4),
             MatmulKernel::Vector => (MATVEC_WG, 1, MATVEC_ROWS),
             MatmulKernel::LaneVector => (MATVEC_LANE_WG, 1, MATVEC_ROWS),
         }
     }
 
-    /// Tokens per tile for `tokens` rows of activations: the block tile (CPU devices)
-    /// takes 64 where that computes at most an eighth more tokens than 16-token tiles
-    /// would (1.1–1.15× the rate at 256 tokens on llvmpipe, docs/benchmarks.md).
-    fn tile_tokens(self, ty: GgmlType, subgroup_min: u32, software: bool, tokens: u32) -> u32 {
-        let (_, tt, _) = self.tile(software);
-        let blocks = self == MatmulKernel::SubgroupTiled && block_tile(ty, subgroup_min, software);
-        if blocks && 8 * 64 * tokens.div_ceil(64) <= 9 * 16 * tokens.div_ceil(16) {
-            64
+    /// Whether this kernel runs as the block tile for `ty` on this device.
+    fn blocks(self, ty: GgmlType, subgroup_min: u32, software: bool) -> bool {
+        self == MatmulKernel::SubgroupTiled && block_tile(ty, subgroup_min, software)
+    }
+
+    /// Tokens per tile for `tokens` rows of activations: the block tile takes 32 where
+    /// that computes at most an eighth more tokens than 16-token tiles would (at 256
+    /// tokens 1.1–1.2× the rate on llvmpipe, docs/benchmarks.md).
+    fn tile_tokens(self, blocks: bool, software: bool, tokens: u32) -> u32 {
+        let (_, tt, _) = self.tile(blocks, software);
+        if blocks && 8 * 32 * tokens.div_ceil(32) <= 9 * 16 * tokens.div_ceil(16) {
+            32
         } else {
             tt
         }
     }
 
     /// Rows of W one workgroup computes.
-    fn rows_per_group(self, subgroups: bool, subgroup_min: u32, software: bool) -> u32 {
-        let (wg, _, rn) = self.tile(software);
+    fn rows_per_group(self, subgroups: bool, subgroup_min: u32, blocks: bool, software: bool) -> u32 {
+        let (wg, _, rn) = self.tile(blocks, software);
         match self {
             MatmulKernel::Vector if subgroups => (wg / subgroup_min.clamp(1, wg)) * MATVEC_ROWS,
             MatmulKernel::Vector => (wg / MATVEC_PORTABLE_LANES) * MATVEC_ROWS,
@@ -201,7 +207,8 @@ impl MatmulKernel {
 
     /// The kernel's module, entry point and tile constants, without the epilogue's.
     fn kernel_shape(self, ty: GgmlType, subgroups: bool, subgroup_min: u32, x_vec4: Option<u32>, software: bool, tt: u32) -> Kernel {
-        let (wg, _, _) = self.tile(software);
+        let blocks = self.blocks(ty, subgroup_min, software);
+        let (wg, _, _) = self.tile(blocks, software);
         if matches!(self, MatmulKernel::Vector | MatmulKernel::LaneVector) {
             let subgroups = subgroups && self == MatmulKernel::Vector;
             let entry = if self == MatmulKernel::Vector { "matvec_forward" } else { "matvec_lanes_forward" };
@@ -211,7 +218,7 @@ impl MatmulKernel {
                 .with("FMT", format!("{}u", format_id(ty)))
                 .with("WG", format!("{wg}u"))
                 .with("UNIT", format!("{unit}u"))
-                .with("ROWS_WG", format!("{}u", self.rows_per_group(subgroups, subgroup_min, software)));
+                .with("ROWS_WG", format!("{}u", self.rows_per_group(subgroups, subgroup_min, false, software)));
             let kernel = match x_vec4 {
                 Some(n) => kernel.with("XN", format!("{n}u")),
                 None => kernel,
@@ -226,8 +233,7 @@ impl MatmulKernel {
         if subgroups {
             // Lanes whose loads one broadcast run spans: at most 8 (one run of dequant8),
             // and it divides every subgroup size the device may pick.
-            let blocks = block_tile(ty, subgroup_min, software) as u32;
-            kernel.with("SG", format!("{}u", subgroup_min.clamp(4, 8))).with("BLOCKS", format!("{blocks}u")).with_subgroups()
+            kernel.with("SG", format!("{}u", subgroup_min.clamp(4, 8))).with("BLOCKS", format!("{}u", blocks as u32)).with_subgroups()
         } else {
             kernel
         }
@@ -469,10 +475,11 @@ async fn matmul_impl(
     let vector = matches!(kernel, MatmulKernel::Vector | MatmulKernel::LaneVector);
     let x_vec4 = (vector && x_bytes <= uniform_bytes(batch)).then_some((t * k / 4) as u32);
     let software = batch.gpu().is_software();
-    let tt = kernel.tile_tokens(w.ty(), subgroup_min, software, tokens);
+    let blocks = kernel.blocks(w.ty(), subgroup_min, software);
+    let tt = kernel.tile_tokens(blocks, software, tokens);
     let shader = kernel.kernel(w.ty(), subgroups, subgroup_min, x_vec4, software, tt, epilogue, bias.is_some());
     let pipeline = batch.gpu().pipeline(&shader).await?;
-    let per_group = kernel.rows_per_group(subgroups, subgroup_min, software);
+    let per_group = kernel.rows_per_group(subgroups, subgroup_min, blocks, software);
     let token_tiles = tokens.div_ceil(tt);
     for chunk in &w.chunks {
         let lo = rows.start.max(chunk.row0);
