@@ -5,11 +5,11 @@
 // A file of its own because the CPU path reads dy through a uniform binding in slot 1,
 // where matmul.wgsl declares its storage x.
 //
-// Each lane owns 8 columns (one dequant8) × a tile of 16 tokens and walks the rows 8 at
-// a time: each dequantized value serves 16 tokens from registers, each accumulator takes
-// 8 products per update (the 128 accumulators spill: with one product an update the
-// kernel was store-bound, half the speed; 8 instead of 4 gave 5%), and all lanes read
-// the same dy values.
+// Each lane owns 8 columns (one dequant8) × a tile of 16 tokens (the subgroup module:
+// two tiles, TG) and walks the rows 8 at a time: each dequantized value serves 16 (32)
+// tokens from registers, each accumulator takes 8 products per update (the 128 or 256
+// accumulators spill: with one product an update the kernel was store-bound, half the
+// speed; 8 instead of 4 gave 5%), and all lanes read the same dy values.
 //
 // Three modules, three ways to read dy (the split of matmul.wgsl):
 // - uniform, the file up to "storage dy", for CPU devices without 8-lane subgroups:
