@@ -128,7 +128,7 @@ impl InputGradKernel {
     }
 
     /// With `dy_t`, the subgroup kernel reads dy rows-major ([`outer_sum`]); it walks
-    /// `tiles_per_lane` token tiles a lane ([`tiles_per_lane`]).
+    /// `tiles_per_lane` token tiles a lane (see the function of that name).
     fn kernel_rows(self, ty: GgmlType, lanes: u32, entry: &'static str, dy_t: bool, tiles_per_lane: u32) -> Kernel {
         let kernel = Kernel::new("matmul_grad", module(self), entry).with("FMT", format!("{}u", format_id(ty))).with("WG", format!("{lanes}u"));
         if self == InputGradKernel::Subgroup {
@@ -143,7 +143,7 @@ impl InputGradKernel {
 /// row step's shared weight loads serving 32 tokens, 1.1–1.2× the rate on llvmpipe)
 /// where pairs of tiles compute at most an eighth more tokens than single tiles.
 fn tiles_per_lane(tokens: u32) -> u32 {
-    if 8 * 2 * TILE_TOKENS * tokens.div_ceil(2 * TILE_TOKENS) <= 9 * TILE_TOKENS * tokens.div_ceil(TILE_TOKENS) {
+    if super::wide_tiles_fit(tokens, TILE_TOKENS, 2 * TILE_TOKENS) {
         2
     } else {
         1

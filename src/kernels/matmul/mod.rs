@@ -168,7 +168,7 @@ impl MatmulKernel {
     /// tokens 1.1–1.2× the rate on llvmpipe, docs/benchmarks.md).
     fn tile_tokens(self, blocks: bool, software: bool, tokens: u32) -> u32 {
         let (_, tt, _) = self.tile(blocks, software);
-        if blocks && 8 * 32 * tokens.div_ceil(32) <= 9 * 16 * tokens.div_ceil(16) {
+        if blocks && wide_tiles_fit(tokens, tt, 32) {
             32
         } else {
             tt
@@ -238,6 +238,13 @@ impl MatmulKernel {
             kernel
         }
     }
+}
+
+/// Whether tiles of `wide` tokens compute at most an eighth more tokens than tiles of
+/// `narrow` would for `tokens`: where a kernel's wider tile (more reuse of each load,
+/// the same loads past the end) is the better choice on CPU devices.
+fn wide_tiles_fit(tokens: u32, narrow: u32, wide: u32) -> bool {
+    8 * wide * tokens.div_ceil(wide) <= 9 * narrow * tokens.div_ceil(narrow)
 }
 
 /// Whether the subgroup tile walks F32/Q4_0/Q4_1/Q8_0 rows 32 values at a time with
