@@ -133,36 +133,29 @@ fn block_values(base: u32, blk: u32, q: Quants, s: vec2<f32>, sub: u32) -> W8 {
     return W8(s.x * lo + s.y, s.x * hi + s.y);
 }
 
-// Both row groups' products with x for tokens t0..t0+16, each x fetch serving 8 rows.
-fn add_x(acc_a: ptr<function, Tile>, acc_b: ptr<function, Tile>, wa: W32, wb: W32, t0: u32, k: u32, sl: u32) {
-    let x0 = fetch_x4(t0, 0u, k, sl);
+// Both row groups' products with x for tokens t0..t0+16 at k, each fetch serving 8 rows;
+// with `adapter`, with scale · u at its columns k..k+8 (a literal at each call, so the
+// branch in fetch4 is gone once the compiler has inlined it).
+fn add_products(acc_a: ptr<function, Tile>, acc_b: ptr<function, Tile>, wa: W32, wb: W32, t0: u32, k: u32, sl: u32, adapter: bool) {
+    let x0 = fetch4(t0, 0u, k, sl, adapter);
     (*acc_a).q0 += products(wa, x0);
     (*acc_b).q0 += products(wb, x0);
-    let x1 = fetch_x4(t0, 1u, k, sl);
+    let x1 = fetch4(t0, 1u, k, sl, adapter);
     (*acc_a).q1 += products(wa, x1);
     (*acc_b).q1 += products(wb, x1);
-    let x2 = fetch_x4(t0, 2u, k, sl);
+    let x2 = fetch4(t0, 2u, k, sl, adapter);
     (*acc_a).q2 += products(wa, x2);
     (*acc_b).q2 += products(wb, x2);
-    let x3 = fetch_x4(t0, 3u, k, sl);
+    let x3 = fetch4(t0, 3u, k, sl, adapter);
     (*acc_a).q3 += products(wa, x3);
     (*acc_b).q3 += products(wb, x3);
 }
 
-// The same for the adapter term: B's columns c..c+8 against scale · u.
-fn add_u(acc_a: ptr<function, Tile>, acc_b: ptr<function, Tile>, wa: W32, wb: W32, t0: u32, c: u32, sl: u32) {
-    let u0 = fetch_u4(t0, 0u, c, sl);
-    (*acc_a).q0 += products(wa, u0);
-    (*acc_b).q0 += products(wb, u0);
-    let u1 = fetch_u4(t0, 1u, c, sl);
-    (*acc_a).q1 += products(wa, u1);
-    (*acc_b).q1 += products(wb, u1);
-    let u2 = fetch_u4(t0, 2u, c, sl);
-    (*acc_a).q2 += products(wa, u2);
-    (*acc_b).q2 += products(wb, u2);
-    let u3 = fetch_u4(t0, 3u, c, sl);
-    (*acc_a).q3 += products(wa, u3);
-    (*acc_b).q3 += products(wb, u3);
+fn fetch4(t0: u32, q: u32, k: u32, sl: u32, adapter: bool) -> X4 {
+    if (adapter) {
+        return fetch_u4(t0, q, k, sl);
+    }
+    return fetch_x4(t0, q, k, sl);
 }
 
 // Block blk of 4 rows (at words b): quant words and scales, loaded once for its 4 steps.
@@ -213,18 +206,18 @@ fn matmul_tile_blocks(g: u32, lid: u32, sl: u32) {
             }
             let wa = values32(ba, blk, qa, sub);
             let wb = values32(bb, blk, qb, sub);
-            add_x(&a0, &b0, wa, wb, t0, k, sl);
+            add_products(&a0, &b0, wa, wb, t0, k, sl, false);
             if (TT == 32u) {
-                add_x(&a1, &b1, wa, wb, t0 + 16u, k, sl);
+                add_products(&a1, &b1, wa, wb, t0 + 16u, k, sl, false);
             }
         }
     }
     for (var c = 0u; c < p.lora_rank; c += 8u) {
         let wa = W32(lora_b8(ra.x, c), lora_b8(ra.y, c), lora_b8(ra.z, c), lora_b8(ra.w, c));
         let wb = W32(lora_b8(rb.x, c), lora_b8(rb.y, c), lora_b8(rb.z, c), lora_b8(rb.w, c));
-        add_u(&a0, &b0, wa, wb, t0, c, sl);
+        add_products(&a0, &b0, wa, wb, t0, c, sl, true);
         if (TT == 32u) {
-            add_u(&a1, &b1, wa, wb, t0 + 16u, c, sl);
+            add_products(&a1, &b1, wa, wb, t0 + 16u, c, sl, true);
         }
     }
     store_tile(ra, t0, a0);
