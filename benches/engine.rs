@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use classtune::gguf::{MappedFile, TensorSource};
 use classtune::gpu::{Gpu, GpuOptions};
-use classtune::model::{GenerateOptions, Generator, KvCache, Model, Tokens};
+use classtune::model::{GenerateOptions, Generator, KvCache, Model};
 
 mod peers;
 use peers::median;
@@ -77,7 +77,7 @@ async fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         let logits = gpu.buffer("bench.logits", (model.config.vocab * 4) as u64)?;
         let t = Instant::now();
         let mut batch = gpu.batch();
-        model.last_logits(&mut batch, &mut cache, Tokens::Host(&prompt), &logits).await?;
+        model.last_logits(&mut batch, &mut cache, &prompt, &logits).await?;
         batch.submit()?;
         gpu.read_f32_prefix(&logits, 1).await?;
         prefill.push(PREFILL as f64 / t.elapsed().as_secs_f64());

@@ -1,7 +1,7 @@
-//! Generation's bookkeeping, which decodes one step ahead of what the host has read
-//! (model/generate.rs): ending early by a stop token, a cancel or a full context leaves
-//! the conversation exactly where an uninterrupted run would be, and the repetition
-//! penalty sees the ids the GPU chose, checked against a host-side decoding loop.
+//! Generation's bookkeeping (model/generate.rs): ending early by a stop token, a cancel
+//! or a full context leaves the conversation exactly where an uninterrupted run would
+//! be, and the repetition penalty sees the ids chosen, checked against a host-side
+//! decoding loop.
 
 mod reference;
 

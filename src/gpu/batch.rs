@@ -3,9 +3,8 @@
 //! offsets, so a whole forward pass is one upload and one submit.
 
 use std::num::NonZeroU64;
-use std::sync::{Arc, OnceLock};
 
-use super::{Buffer, Gpu, GpuError, Pipeline, Readback};
+use super::{Buffer, Gpu, GpuError, Pipeline};
 
 /// A buffer or a range of it, bound to one `@binding` of a kernel.
 #[derive(Clone, Copy)]
@@ -45,8 +44,6 @@ pub struct Batch<'g> {
     params: Vec<u8>,
     /// Buffers whose owners are gone but whose contents the recorded work still uses.
     retained: Vec<Buffer>,
-    /// The readbacks recorded here learn this batch's submission.
-    readbacks: Vec<Arc<OnceLock<wgpu::SubmissionIndex>>>,
 }
 
 /// Workgroup counts for `n` groups in a grid that respects the 65535-per-dimension
@@ -62,7 +59,7 @@ pub fn grid(n: u32) -> [u32; 3] {
 
 impl<'g> Batch<'g> {
     pub(super) fn new(gpu: &'g Gpu) -> Self {
-        Batch { gpu, ops: Vec::new(), params: Vec::new(), retained: Vec::new(), readbacks: Vec::new() }
+        Batch { gpu, ops: Vec::new(), params: Vec::new(), retained: Vec::new() }
     }
 
     pub fn gpu(&self) -> &'g Gpu {
@@ -139,21 +136,6 @@ impl<'g> Batch<'g> {
             size,
         });
         Ok(())
-    }
-
-    /// Records a copy of `size` bytes at `offset` of `buffer` for the host, ordered with
-    /// the dispatches around it; read it with [`Readback::read`] after the submit.
-    pub fn read_back(&mut self, buffer: &Buffer, offset: u64, size: u64) -> Result<Readback, GpuError> {
-        let readback = Readback::new(self.gpu, buffer, offset, size)?;
-        self.ops.push(Op::Copy {
-            src: buffer.raw().clone(),
-            src_offset: offset,
-            dst: readback.staging().clone(),
-            dst_offset: 0,
-            size,
-        });
-        self.readbacks.push(readback.submission());
-        Ok(readback)
     }
 
     /// Submits what is recorded so far and goes on recording into a fresh batch: the
@@ -234,10 +216,7 @@ impl<'g> Batch<'g> {
             }
         }
         drop(pass);
-        let submission = self.gpu.queue().submit([encoder.finish()]);
-        for slot in self.readbacks {
-            let _ = slot.set(submission.clone());
-        }
+        self.gpu.queue().submit([encoder.finish()]);
         uniforms.destroy();
         drop(self.retained);
         self.gpu.check_fault()

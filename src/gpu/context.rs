@@ -358,10 +358,41 @@ impl Gpu {
 
     /// Copies `size` bytes at `offset` of `buffer` back to the host, without blocking.
     pub async fn read(&self, buffer: &Buffer, offset: u64, size: u64) -> Result<Vec<u8>, GpuError> {
-        let mut batch = self.batch();
-        let readback = batch.read_back(buffer, offset, size)?;
-        batch.submit()?;
-        readback.read(self).await
+        let readback_error =
+            |message: String| GpuError::Readback { label: buffer.label().to_string(), message };
+        if !offset.is_multiple_of(4) || !size.is_multiple_of(4) || offset + size > buffer.size() {
+            return Err(readback_error(format!(
+                "range {offset}+{size} is not 4-byte aligned inside {} bytes",
+                buffer.size()
+            )));
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: size.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(buffer.raw(), offset, &staging, 0, size);
+        self.queue.submit([encoder.finish()]);
+        let (sender, receiver) = futures_channel::oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |result| {
+            let _ = sender.send(result);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+            .map_err(|e| readback_error(e.to_string()))?;
+        let mapped = receiver.await.map_err(|_| readback_error("device dropped the mapping".into()))?;
+        self.check_fault()?;
+        mapped.map_err(|e| readback_error(e.to_string()))?;
+        let bytes = staging
+            .get_mapped_range(..)
+            .map_err(|e| readback_error(e.to_string()))?
+            .to_vec();
+        staging.unmap();
+        staging.destroy();
+        Ok(bytes[..size as usize].to_vec())
     }
 
     /// The whole buffer as f32 values.

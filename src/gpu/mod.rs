@@ -2,22 +2,19 @@
 //!
 //! Everything here works under the WebGPU default limits (128 MiB per binding, 256 MiB
 //! per buffer) on both hosts, and never blocks: readback is `map_async` awaited through
-//! a channel, so the same code runs in a browser worker and natively. A readback can
-//! be recorded inside a batch and read after later batches are submitted.
+//! a channel, so the same code runs in a browser worker and natively.
 
 pub mod batch;
 mod buffer;
 mod context;
 mod pipeline;
 mod profile;
-mod readback;
 
 pub use batch::{Batch, Binding};
 pub use buffer::{Buffer, MemoryStats};
 pub use context::{Gpu, GpuOptions};
 pub use pipeline::{Kernel, Pipeline};
 pub use profile::{KernelTime, Profile};
-pub use readback::Readback;
 
 /// Errors of the GPU runtime. Each names the buffer, shader or request involved.
 #[derive(Debug, thiserror::Error)]

@@ -8,29 +8,6 @@ use crate::kernels::{attention, matmul, rmsnorm, rope, swiglu};
 
 use super::{Arch, Config, LoraWeights, Model, ModelError};
 
-/// A step's input ids.
-#[derive(Clone, Copy)]
-pub enum Tokens<'a> {
-    /// Known on the host.
-    Host(&'a [u32]),
-    /// `len` ids the GPU wrote into `buffer` from u32 index `start`: the sampler's
-    /// choices, so the next decoding step needs no round trip to the host first.
-    Device { buffer: &'a Buffer, start: usize, len: usize },
-}
-
-impl Tokens<'_> {
-    pub fn len(&self) -> usize {
-        match self {
-            Tokens::Host(ids) => ids.len(),
-            Tokens::Device { len, .. } => *len,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// Past keys and values of every layer, f32 [capacity, kv_dim] each.
 pub struct KvCache {
     k: Vec<Buffer>,
@@ -124,17 +101,15 @@ impl Model {
     /// Records the graph for `tokens` after the cache's contents into `batch`: appends
     /// their keys and values and leaves the final-normed hidden states [tokens, hidden]
     /// in the returned `xn`. The caller submits.
-    async fn encode(&self, batch: &mut Batch<'_>, cache: &mut KvCache, tokens: Tokens<'_>) -> Result<Activations, ModelError> {
+    async fn encode(&self, batch: &mut Batch<'_>, cache: &mut KvCache, tokens: &[u32]) -> Result<Activations, ModelError> {
         let gpu = batch.gpu();
         let c = &self.config;
         let t = tokens.len();
         if t == 0 {
             return Err(ModelError::Empty);
         }
-        if let Tokens::Host(ids) = tokens {
-            if let Some(&id) = ids.iter().find(|&&id| id as usize >= c.vocab) {
-                return Err(ModelError::BadToken { id, vocab: c.vocab });
-            }
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= c.vocab) {
+            return Err(ModelError::BadToken { id, vocab: c.vocab });
         }
         let past = cache.len;
         if past + t > cache.capacity {
@@ -142,10 +117,7 @@ impl Model {
         }
         let a = Activations::new(gpu, c, t, self.adapter.as_ref())?;
         let positions: Vec<u32> = (past..past + t).map(|p| p as u32).collect();
-        match tokens {
-            Tokens::Host(ids) => gpu.write(&a.ids, 0, bytemuck::cast_slice(ids))?,
-            Tokens::Device { buffer, start, len } => batch.copy(buffer, 4 * start as u64, &a.ids, 0, 4 * len as u64)?,
-        }
+        gpu.write(&a.ids, 0, bytemuck::cast_slice(tokens))?;
         gpu.write(&a.pos, 0, bytemuck::cast_slice(&positions))?;
         let (tt, d) = (t as u32, c.hidden as u32);
         let batch = &mut *batch;
@@ -227,7 +199,7 @@ impl Model {
     /// no [tokens × vocab] tensor ever exists on the GPU.
     pub async fn logits(&self, gpu: &Gpu, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
         let mut batch = gpu.batch();
-        let a = self.encode(&mut batch, cache, Tokens::Host(tokens)).await?;
+        let a = self.encode(&mut batch, cache, tokens).await?;
         batch.submit()?;
         let (t, vocab) = (tokens.len(), self.config.vocab);
         let chunk = self.vocab_chunk(gpu, t);
@@ -248,7 +220,7 @@ impl Model {
 
     /// Records the graph for `tokens` and the last position's logits [vocab] into
     /// `out`; the caller submits (so sampling can join the same submit).
-    pub async fn last_logits(&self, batch: &mut Batch<'_>, cache: &mut KvCache, tokens: Tokens<'_>, out: &Buffer) -> Result<(), ModelError> {
+    pub async fn last_logits(&self, batch: &mut Batch<'_>, cache: &mut KvCache, tokens: &[u32], out: &Buffer) -> Result<(), ModelError> {
         let a = self.encode(batch, cache, tokens).await?;
         let (t, d) = (tokens.len(), self.config.hidden);
         let last = batch.gpu().scratch("last", (d * 4) as u64)?;

@@ -1,10 +1,10 @@
 //! Token generation: prefill, then one token at a time chosen on the GPU, streamed to
 //! the caller, until a stop token, the token budget or the context runs out.
 
-use crate::gpu::{Buffer, Gpu, Readback};
+use crate::gpu::{Buffer, Gpu};
 use crate::kernels::sample;
 
-use super::{KvCache, Model, ModelError, Tokens};
+use super::{KvCache, Model, ModelError};
 
 /// How to choose tokens. `temperature == 0` is greedy decoding.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -64,8 +64,7 @@ impl<'m> Generator<'m> {
         Ok(Generator {
             model,
             logits: gpu.buffer("logits", (model.config.vocab * 4) as u64)?,
-            // One more than the context: the sampler writes each choice after its input.
-            history: gpu.buffer("history", ((cache.capacity() + 1) * 4) as u64)?,
+            history: gpu.buffer("history", (cache.capacity() * 4) as u64)?,
             choice: gpu.buffer("choice", 4)?,
             cache,
             seen: Vec::new(),
@@ -84,12 +83,6 @@ impl<'m> Generator<'m> {
 
     /// Appends `prompt` and generates up to `options.max_tokens` tokens, calling
     /// `on_token` with each one as soon as it is chosen; `on_token` returns false to stop.
-    ///
-    /// Decoding runs one step ahead: each step takes its input id from where the
-    /// previous step's sampler wrote it on the GPU, so the next step is recorded and
-    /// submitted before the host has read the last id, and the GPU never waits for the
-    /// host. Where the id read turns out to end generation, the step ahead is undone (its
-    /// cache row dropped), so the conversation goes on as if it never ran.
     pub async fn generate(
         &mut self,
         gpu: &Gpu,
@@ -99,89 +92,46 @@ impl<'m> Generator<'m> {
     ) -> Result<(Vec<u32>, StopReason), ModelError> {
         let mut rng = SplitMix64(options.seed);
         let mut out = Vec::new();
-        if options.max_tokens == 0 {
-            return Ok((out, StopReason::MaxTokens));
-        }
-        if self.cache.len() + prompt.len() > self.cache.capacity() {
-            return Ok((out, StopReason::ContextFull));
-        }
-        let mut pending = self.step(gpu, Some(prompt), options, &mut rng).await?;
+        let mut next: Vec<u32> = prompt.to_vec();
         loop {
-            // The step ahead reads the id `pending` sampled.
-            let ahead = if out.len() + 1 < options.max_tokens && self.cache.len() < self.cache.capacity() {
-                Some(self.step(gpu, None, options, &mut rng).await?)
-            } else {
-                None
+            if out.len() >= options.max_tokens {
+                return Ok((out, StopReason::MaxTokens));
+            }
+            if self.cache.len() + next.len() > self.cache.capacity() {
+                return Ok((out, StopReason::ContextFull));
+            }
+            let mut batch = gpu.batch();
+            self.model.last_logits(&mut batch, &mut self.cache, &next, &self.logits).await?;
+            let start = self.seen.len();
+            self.seen.extend_from_slice(&next);
+            gpu.write(&self.history, (start * 4) as u64, bytemuck::cast_slice(&next))?;
+            let config = sample::SamplerConfig {
+                temperature: options.temperature,
+                top_k: options.top_k,
+                top_p: options.top_p,
+                repetition_penalty: options.repetition_penalty,
             };
-            let bytes = pending.read(gpu).await?;
-            let id = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            let history_len = self.seen.len().min(sample::MAX_HISTORY as usize);
+            let shape = sample::SampleShape {
+                vocab: self.model.config.vocab as u32,
+                row: 0,
+                history_start: (self.seen.len() - history_len) as u32,
+                history_len: history_len as u32,
+                out_index: 0,
+            };
+            sample::sample_forward(&mut batch, &self.logits, &self.history, &self.choice, shape, &config, rng.next_uniform())
+                .await?;
+            batch.submit()?;
+            let id = gpu.read_u32_prefix(&self.choice, 1).await?[0];
             out.push(id);
-            let stop = if !on_token(id) {
-                Some(StopReason::Cancelled)
-            } else if options.stop.contains(&id) {
-                Some(StopReason::StopToken)
-            } else if out.len() >= options.max_tokens {
-                Some(StopReason::MaxTokens)
-            } else if ahead.is_none() {
-                Some(StopReason::ContextFull)
-            } else {
-                None
-            };
-            match (stop, ahead) {
-                (Some(reason), ahead) => {
-                    if ahead.is_some() {
-                        self.cache.truncate(self.cache.len() - 1);
-                        self.seen.pop();
-                    }
-                    return Ok((out, reason));
-                }
-                (None, Some(next)) => {
-                    let at = self.seen.len() - 1;
-                    self.seen[at] = id;
-                    pending = next;
-                }
-                (None, None) => unreachable!("no step ahead always stops"),
+            if !on_token(id) {
+                return Ok((out, StopReason::Cancelled));
             }
-        }
-    }
-
-    /// Records and submits one step: the model on `prompt`, or without one on the id
-    /// the previous step sampled (at history[seen.len()], joining `seen` as a placeholder
-    /// until it is read), then the sampler, whose choice lands in `history` right after
-    /// the input (the next step's input) and in the returned readback.
-    async fn step(&mut self, gpu: &Gpu, prompt: Option<&[u32]>, options: &GenerateOptions, rng: &mut SplitMix64) -> Result<Readback, ModelError> {
-        let mut batch = gpu.batch();
-        let input = match prompt {
-            Some(ids) => Tokens::Host(ids),
-            None => Tokens::Device { buffer: &self.history, start: self.seen.len(), len: 1 },
-        };
-        self.model.last_logits(&mut batch, &mut self.cache, input, &self.logits).await?;
-        match prompt {
-            Some(ids) => {
-                gpu.write(&self.history, (self.seen.len() * 4) as u64, bytemuck::cast_slice(ids))?;
-                self.seen.extend_from_slice(ids);
+            if options.stop.contains(&id) {
+                return Ok((out, StopReason::StopToken));
             }
-            None => self.seen.push(u32::MAX),
+            next = vec![id];
         }
-        let config = sample::SamplerConfig {
-            temperature: options.temperature,
-            top_k: options.top_k,
-            top_p: options.top_p,
-            repetition_penalty: options.repetition_penalty,
-        };
-        let history_len = self.seen.len().min(sample::MAX_HISTORY as usize);
-        let shape = sample::SampleShape {
-            vocab: self.model.config.vocab as u32,
-            row: 0,
-            history_start: (self.seen.len() - history_len) as u32,
-            history_len: history_len as u32,
-            out_index: 0,
-        };
-        sample::sample_forward(&mut batch, &self.logits, &self.history, &self.choice, shape, &config, rng.next_uniform()).await?;
-        batch.copy(&self.choice, 0, &self.history, (self.seen.len() * 4) as u64, 4)?;
-        let readback = batch.read_back(&self.choice, 0, 4)?;
-        batch.submit()?;
-        Ok(readback)
     }
 }
 

@@ -8,7 +8,7 @@ mod lora;
 mod weights;
 
 pub use config::{Arch, Config};
-pub use forward::{KvCache, Tokens};
+pub use forward::KvCache;
 pub use generate::{GenerateOptions, Generator, StopReason};
 pub use lora::{adapter_from_flat, LoraWeights};
 pub use weights::Model;
