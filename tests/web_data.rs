@@ -12,5 +12,6 @@ wasm_bindgen_test_configure!(run_in_browser);
 fn sample_course_dataset_matches_native() {
     let built = dataset_build::build();
     assert_eq!(built.files_failed, 0);
+    assert!(built.examples > 10, "{} examples", built.examples);
     assert_eq!(built.digest, dataset_build::EXPECTED_DIGEST);
 }

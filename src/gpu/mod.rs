@@ -9,12 +9,14 @@ mod buffer;
 mod context;
 mod pipeline;
 mod profile;
+mod self_test;
 
 pub use batch::{Batch, Binding};
 pub use buffer::{Buffer, MemoryStats};
 pub use context::{Gpu, GpuOptions};
 pub use pipeline::{Kernel, Pipeline};
 pub use profile::{KernelTime, Profile};
+pub use self_test::{scale_kernel, ScaleParams};
 
 /// Errors of the GPU runtime. Each names the buffer, shader or request involved.
 #[derive(Debug, thiserror::Error)]

@@ -1,43 +1,25 @@
 //! GPU runtime checks shared by the native run (tests/gpu_runtime.rs, lavapipe) and the
 //! browser run (tests/web.rs, WebGPU in Chromium): one test body on both hosts.
 
-use classtune::gpu::{batch::grid, Buffer, Gpu, GpuError, Kernel};
-
-const SCALE: &str = r#"
-struct Params { n: u32, factor: f32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@compute @workgroup_size(64)
-fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-         @builtin(local_invocation_index) lid: u32) {
-    let i = group_index(wid, nwg) * 64u + lid;
-    if (i < p.n) { y[i] = x[i] * p.factor; }
-}
-"#;
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    factor: f32,
-}
+use classtune::gpu::{batch::grid, scale_kernel, Buffer, Gpu, GpuError, Kernel, ScaleParams};
 
 /// Values per run: 1094 workgroups, not a multiple of the workgroup size.
 pub const N: u32 = 70_000;
 
-/// Upload, two dispatches with different parameters around a copy in one batch, and
-/// two readbacks (whole and offset). Returns the pooled result buffer.
+/// The runtime's self-test, then upload, two dispatches of its kernel with different
+/// parameters around a copy in one batch, and two readbacks (whole and offset). Returns
+/// the pooled result buffer.
 pub async fn dispatch_copy_and_readback(gpu: &Gpu) -> Result<Buffer, GpuError> {
+    gpu.self_test().await?;
     let x: Vec<f32> = (0..N).map(|i| i as f32 * 0.5).collect();
     let xb = gpu.upload("x", bytemuck::cast_slice(&x))?;
     let yb = gpu.buffer("y", 4 * N as u64)?;
     let zb = gpu.scratch("z", 4 * N as u64)?;
-    let pipeline = gpu.pipeline(&Kernel::new("test", SCALE, "scale")).await?;
+    let pipeline = gpu.pipeline(&scale_kernel()).await?;
     let mut batch = gpu.batch();
-    batch.dispatch(&pipeline, &Params { n: N, factor: 3.0 }, &[(&xb).into(), (&yb).into()], grid(N.div_ceil(64)))?;
+    batch.dispatch(&pipeline, &ScaleParams { n: N, factor: 3.0 }, &[(&xb).into(), (&yb).into()], grid(N.div_ceil(64)))?;
     batch.copy(&yb, 0, &zb, 0, 4 * N as u64)?;
-    batch.dispatch(&pipeline, &Params { n: N, factor: 2.0 }, &[(&yb).into(), (&zb).into()], grid(N.div_ceil(64)))?;
+    batch.dispatch(&pipeline, &ScaleParams { n: N, factor: 2.0 }, &[(&yb).into(), (&zb).into()], grid(N.div_ceil(64)))?;
     batch.submit()?;
     let z = gpu.read_f32_prefix(&zb, N as usize).await?;
     for (i, v) in z.iter().enumerate() {

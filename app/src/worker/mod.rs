@@ -28,7 +28,7 @@ use std::rc::Rc;
 
 use classtune::chat::{ChatTemplate, Message};
 use classtune::gguf::{Gguf, GgufError, TensorSource};
-use classtune::gpu::{batch::grid, Gpu, GpuError, GpuOptions, Kernel};
+use classtune::gpu::{Gpu, GpuError, GpuOptions};
 use classtune::model::{self, GenerateOptions, Generator, KvCache, LoraWeights, Model};
 use classtune::tokenizer::Tokenizer;
 use wasm_bindgen::prelude::*;
@@ -40,27 +40,6 @@ use crate::protocol::{FromWorker, GenerateSettings, GpuLimits, GpuReport, ModelR
 
 /// Tokens of context each generation may use (prompt and answer).
 const CONTEXT: usize = 2048;
-
-/// Scales a vector; the worker runs it once to prove dispatch and readback work.
-const SELF_TEST: &str = r#"
-struct Params { n: u32, factor: f32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@compute @workgroup_size(64)
-fn self_test(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
-    let i = group_index(wid, nwg) * 64u + lid;
-    if (i < p.n) { y[i] = x[i] * p.factor; }
-}
-"#;
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct SelfTestParams {
-    n: u32,
-    factor: f32,
-}
 
 /// A model ready to run, with what came from its GGUF header.
 struct Loaded {
@@ -455,7 +434,7 @@ impl EngineWorker {
                 return;
             }
         };
-        let self_test = match self_test(&gpu).await {
+        let self_test = match gpu.self_test().await {
             Ok(()) => true,
             Err(e) => {
                 self.post(&FromWorker::Error { request: "probe".into(), message: format!("GPU self-test: {e}") });
@@ -579,19 +558,3 @@ async fn browser_adapter_info() -> Option<(String, String)> {
     Some((text("vendor"), text("architecture")))
 }
 
-/// One dispatch and readback of 1000 values through the engine's runtime.
-async fn self_test(gpu: &Gpu) -> Result<(), GpuError> {
-    let n = 1000u32;
-    let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
-    let xb = gpu.upload("self_test.x", bytemuck::cast_slice(&x))?;
-    let yb = gpu.scratch("self_test.y", 4 * n as u64)?;
-    let pipeline = gpu.pipeline(&Kernel::new("self_test", SELF_TEST, "self_test")).await?;
-    let mut batch = gpu.batch();
-    batch.dispatch(&pipeline, &SelfTestParams { n, factor: 2.0 }, &[(&xb).into(), (&yb).into()], grid(n.div_ceil(64)))?;
-    batch.submit()?;
-    let y = gpu.read_f32_prefix(&yb, n as usize).await?;
-    match y.iter().enumerate().find(|(i, v)| **v != 2.0 * *i as f32) {
-        None => Ok(()),
-        Some((i, v)) => Err(GpuError::Validation(format!("self-test value {i} is {v}, expected {}", 2 * i))),
-    }
-}
