@@ -1,6 +1,6 @@
 // y = x · factor: the runtime's self-test (src/gpu/self_test.rs), one dispatch with a
-// known answer that a host runs before trusting a device; the runtime's tests drive
-// the same kernel through copies, offsets and grids past one dimension.
+// known answer that a host runs before trusting a device; the runtime's checks
+// (tests/runtime_checks) also run it around a copy and offset readbacks.
 
 struct Params {
     n: u32,
